@@ -1,0 +1,54 @@
+# The book's two commands: `make book` and `make test`. Everything else supports them.
+PYTHON   ?= python3
+PROFILE  ?= book
+VENV     := .venv
+PY       := $(VENV)/bin/python
+BOOK_STAMP := $(VENV)/.book-installed
+DEV_STAMP  := $(VENV)/.dev-installed
+
+.PHONY: book test chapter list data notebooks check-html lock clean help
+
+help:
+	@echo "make book [PROFILE=smoke|book|paper]   execute every chapter and render _build/html"
+	@echo "make test                              unit tests, smoke chapters, nbval, book build"
+	@echo "make chapter NAME=<stem> [PROFILE=..] [PARAMS=\"k=v ...\"]  re-run one chapter into runs/"
+	@echo "make list                              chapters and their parameters"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(BOOK_STAMP): requirements/book.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -r requirements/book.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(DEV_STAMP): requirements/dev.txt $(BOOK_STAMP)
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	touch $@
+
+book: $(BOOK_STAMP)
+	$(PY) -m lib build --profile $(PROFILE)
+
+chapter: $(BOOK_STAMP)
+	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<chapter stem> [PROFILE=..] [PARAMS=\"k=v ...\"]"; $(PY) -m lib list | grep -v '^ '; exit 2; }
+	$(PY) -m lib run $(NAME) --profile $(PROFILE) $(PARAMS)
+
+list: $(BOOK_STAMP)
+	@$(PY) -m lib list
+
+test: $(DEV_STAMP)
+	$(PY) -m pytest tests
+
+# Colab/Binder copies of the chapters (.ipynb without outputs), generated from the .md sources.
+notebooks: $(BOOK_STAMP)
+	$(PY) -m jupytext --to ipynb --update-metadata '{"jupytext": null}' notebooks/[0-9][0-9]-*.md
+
+data: $(BOOK_STAMP)
+	$(PY) scripts/make_data.py --check
+
+lock: $(DEV_STAMP)
+	@echo "re-pin with: $(PY) -m pip freeze, then split into requirements/book.txt and dev.txt"
+
+clean:
+	rm -rf _build runs

@@ -1,0 +1,58 @@
+"""Command line: ``python -m lib build | run | list``.
+
+  python -m lib build --profile smoke          execute every chapter (cached), render the book
+  python -m lib run 02-sobol-method N=4096     re-run one chapter with other parameters
+  python -m lib list                           chapters, their parameters and the profiles
+"""
+import argparse
+import sys
+
+from . import chapters, profiles, runner
+
+
+def list_chapters() -> None:
+    for chapter in chapters.all_chapters():
+        print(chapter.stem)
+        for name, value in chapter.defaults().items():
+            by_profile = {p: profiles.OVERRIDES[p].get(chapter.stem, {}).get(name)
+                          for p in profiles.PROFILES}
+            shown = ", ".join(f"{p}={v!r}" for p, v in by_profile.items() if v is not None)
+            print(f"    {name} = {value!r}" + (f"    ({shown})" if shown else ""))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="execute every chapter and render the book")
+    build.add_argument("--profile", default=profiles.DEFAULT_PROFILE)
+    build.add_argument("--output-root", default=None,
+                       help="folder that gets _build/src and _build/html (default: the repository)")
+    build.add_argument("--no-html", action="store_true", help="execute chapters only")
+    run = commands.add_parser("run", help="re-run one chapter with other parameters")
+    run.add_argument("chapter", help="the chapter's file stem, e.g. 02-sobol-method")
+    run.add_argument("params", nargs="*", metavar="name=value")
+    run.add_argument("--profile", default=profiles.DEFAULT_PROFILE)
+    run.add_argument("--runs-dir", default=None)
+    commands.add_parser("list", help="list chapters and their parameters")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            runner.build(args.profile, args.output_root, html=not args.no_html)
+        elif args.command == "run":
+            path = runner.run(args.chapter, profiles.check_profile(args.profile),
+                              chapters.parse_assignments(args.params), args.runs_dir)
+            print(path)
+        else:
+            list_chapters()
+    except (ValueError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except runner.ChapterFailed as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

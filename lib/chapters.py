@@ -1,0 +1,142 @@
+"""The book's chapters: where they are, their parameters, and the ``lib`` code they use."""
+import ast
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import jupytext
+
+from . import paths, profiles
+
+
+@dataclass(frozen=True)
+class Chapter:
+    stem: str
+    path: Path
+
+    def notebook(self):
+        return jupytext.read(self.path)
+
+    def defaults(self) -> dict:
+        """The chapter's knobs and their ``book`` values, from its ``parameters`` cell."""
+        cells = [c for c in self.notebook().cells
+                 if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+        if len(cells) != 1:
+            raise ValueError(f"{self.path.name}: needs exactly one cell tagged 'parameters', "
+                             f"found {len(cells)}")
+        values = {}
+        for node in ast.parse(cells[0].source).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)):
+                raise ValueError(f"{self.path.name}: the parameters cell may only hold "
+                                 f"'name = literal' lines, found {ast.unparse(node)!r}")
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        return values
+
+    def code(self) -> str:
+        """The chapter's Python code, with IPython magics and shell lines left out."""
+        lines = []
+        for cell in self.notebook().cells:
+            if cell.cell_type == "code":
+                lines += [ln for ln in cell.source.splitlines()
+                          if not ln.lstrip().startswith(("%", "!"))]
+        return "\n".join(lines)
+
+    def lib_modules(self) -> set:
+        """Every ``lib`` module this chapter uses, directly or through other modules."""
+        return lib_closure(modules_used(self.code(), package_relative=False)
+                           | init_modules())
+
+
+def all_chapters() -> list:
+    return [Chapter(p.stem, p) for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]-*.md"))]
+
+
+def find(name: str) -> Chapter:
+    """A chapter by its file stem (``02-sobol-method``) or the stem without its number."""
+    chapters = all_chapters()
+    for chapter in chapters:
+        if name in (chapter.stem, chapter.stem[3:], chapter.path.name):
+            return chapter
+    raise ValueError(f"unknown chapter {name!r}; valid chapters: "
+                     f"{', '.join(c.stem for c in chapters)}")
+
+
+def modules_used(source: str, *, package_relative: bool) -> set:
+    """Names of ``lib`` submodules that ``source`` imports or touches as ``lib.<name>``."""
+    known = {p.stem for p in paths.LIB_DIR.glob("*.py")} - {"__init__", "__main__"}
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id == "lib":
+            found.add(node.attr)
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("lib.")}
+        elif isinstance(node, ast.ImportFrom):
+            relative = package_relative and node.level == 1
+            if node.module == "lib" or (relative and node.module is None):
+                found |= {a.name for a in node.names}
+            elif node.module and (node.module.startswith("lib.") or relative):
+                found.add(node.module.split(".")[-1] if relative else node.module.split(".")[1])
+    return found & known
+
+
+@functools.lru_cache(maxsize=None)
+def _imports_of(name: str) -> frozenset:
+    source = (paths.LIB_DIR / f"{name}.py").read_text()
+    return frozenset(modules_used(source, package_relative=True))
+
+
+def init_modules() -> set:
+    """Modules that ``import lib`` itself loads, which every chapter therefore depends on."""
+    return modules_used((paths.LIB_DIR / "__init__.py").read_text(), package_relative=True)
+
+
+def lib_closure(names) -> set:
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += _imports_of(name)
+    return seen
+
+
+def parse_assignments(pairs) -> dict:
+    """``["N=1024", "arch='vgg16'"]`` -> dict; values are Python literals, else strings."""
+    values = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"parameter {pair!r} is not of the form name=value")
+        try:
+            values[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            values[key.strip()] = text
+    return values
+
+
+def check_type(name: str, value, default):
+    """Return ``value`` if it has the type of ``default`` (an int is a valid float)."""
+    expected = type(default)
+    if default is None or (expected is float and type(value) is int):
+        return float(value) if expected is float else value
+    if type(value) is not expected:
+        raise TypeError(f"parameter {name!r} must be {expected.__name__} like its default "
+                        f"{default!r}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def resolve(chapter: Chapter, profile: str, overrides: dict | None = None) -> dict:
+    """The parameters to run ``chapter`` with: defaults, then the profile, then ``overrides``."""
+    defaults = chapter.defaults()
+    chosen = {**profiles.overrides(profile, chapter.stem), **(overrides or {})}
+    unknown = sorted(set(chosen) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for chapter "
+                         f"{chapter.stem}; valid parameters: {', '.join(defaults)}")
+    resolved = dict(defaults)
+    for name, value in chosen.items():
+        resolved[name] = check_type(name, value, defaults[name])
+    profiles.check_profile(resolved.get("profile", profile))
+    return resolved

@@ -1,0 +1,31 @@
+"""The named sets of parameters the book can be run at.
+
+Each chapter's ``parameters`` cell holds the ``book`` values of its knobs. The other profiles
+override some of them here, by chapter file stem. A profile changes sizes, never code paths.
+
+- ``smoke``: tiny sizes, every chapter in seconds to a minute on 2 CPU cores (what CI runs);
+- ``book``: the published book, sized for a 2-core CPU;
+- ``paper``: full scale (224 px inputs, large N, full per-pixel maps), meant for one GPU.
+"""
+
+PROFILES = ("smoke", "book", "paper")
+DEFAULT_PROFILE = "book"
+
+# chapter stem -> parameter -> value, for each profile other than ``book``.
+OVERRIDES = {
+    "smoke": {},
+    "book": {},
+    "paper": {},
+}
+
+
+def check_profile(name: str) -> str:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return name
+
+
+def overrides(profile: str, chapter: str) -> dict:
+    """The parameters ``profile`` sets for ``chapter`` (its ``profile`` knob included)."""
+    check_profile(profile)
+    return {"profile": profile, **OVERRIDES[profile].get(chapter, {})}
