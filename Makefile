@@ -42,7 +42,7 @@ test: $(DEV_STAMP)
 
 # Colab/Binder copies of the chapters (.ipynb without outputs), generated from the .md sources.
 notebooks: $(BOOK_STAMP)
-	$(PY) -m jupytext --to ipynb --update-metadata '{"jupytext": null}' notebooks/[0-9][0-9]-*.md
+	$(PY) -m lib notebooks
 
 data: $(BOOK_STAMP)
 	$(PY) scripts/make_data.py --check

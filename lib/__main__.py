@@ -3,11 +3,12 @@
   python -m lib build --profile smoke          execute every chapter (cached), render the book
   python -m lib run 02-sobol-method N=4096     re-run one chapter with other parameters
   python -m lib list                           chapters, their parameters and the profiles
+  python -m lib notebooks                      refresh notebooks/*.ipynb (Colab/Binder copies)
 """
 import argparse
 import sys
 
-from . import chapters, profiles, runner
+from . import chapters, paths, profiles, runner
 
 
 def list_chapters() -> None:
@@ -35,7 +36,14 @@ def main(argv=None) -> int:
     run.add_argument("--profile", default=profiles.DEFAULT_PROFILE)
     run.add_argument("--runs-dir", default=None)
     commands.add_parser("list", help="list chapters and their parameters")
-    args = parser.parse_args(argv)
+    commands.add_parser("notebooks", help="write the .ipynb copies that launch buttons open")
+    # name=value pairs may follow options (`run ch --profile smoke N=8`), which argparse
+    # leaves unparsed; anything else left over is an error.
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "run" or any("=" not in item for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.params += extra
     try:
         if args.command == "build":
             runner.build(args.profile, args.output_root, html=not args.no_html)
@@ -43,6 +51,9 @@ def main(argv=None) -> int:
             path = runner.run(args.chapter, profiles.check_profile(args.profile),
                               chapters.parse_assignments(args.params), args.runs_dir)
             print(path)
+        elif args.command == "notebooks":
+            for path in chapters.write_launch_notebooks():
+                print(path.relative_to(paths.ROOT))
         else:
             list_chapters()
     except (ValueError, TypeError) as error:

@@ -48,6 +48,27 @@ class Chapter:
                            | init_modules())
 
 
+def launch_notebook(chapter: Chapter):
+    """The chapter as a plain ``.ipynb`` without outputs, for Colab and Binder launch buttons."""
+    notebook = chapter.notebook()
+    notebook.metadata.pop("jupytext", None)
+    notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
+                                       "name": "python3"}
+    for index, cell in enumerate(notebook.cells):
+        cell.id = f"{chapter.stem[:2]}-{index:03d}"  # stable, so regenerating changes nothing
+    return notebook
+
+
+def write_launch_notebooks() -> list:
+    """Write ``notebooks/NN-topic.ipynb`` next to every chapter source; returns their paths."""
+    written = []
+    for chapter in all_chapters():
+        target = chapter.path.with_suffix(".ipynb")
+        jupytext.write(launch_notebook(chapter), target, fmt="ipynb")
+        written.append(target)
+    return written
+
+
 def all_chapters() -> list:
     return [Chapter(p.stem, p) for p in sorted(paths.NOTEBOOKS_DIR.glob("[0-9][0-9]-*.md"))]
 

@@ -1,0 +1,109 @@
+"""Executing chapters: cached, re-executed when anything they depend on changes, never stale."""
+import shutil
+import textwrap
+
+import nbformat
+import pytest
+
+from lib import chapters, paths, runner
+
+HEADER = textwrap.dedent("""\
+    ---
+    kernelspec:
+      display_name: Python 3
+      language: python
+      name: python3
+    ---
+    """)
+
+
+def chapter_source(body: str) -> str:
+    cells = ["```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = \"book\"\nseed = 0\n```",
+             f"```{{code-cell}} ipython3\n{body}\n```"]
+    return HEADER + "\n# A chapter\n\n" + "\n\n".join(cells) + "\n"
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """A book with two toy chapters and a private copy of lib's sources for the cache keys."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "01-uses-cache.md").write_text(
+        chapter_source("import lib\nprint(lib.cache.make_key(seed=seed))"))
+    (notebooks / "02-uses-progress.md").write_text(
+        chapter_source("import lib\nprint(len(list(lib.progress.progress(range(3)))))"))
+    lib_copy = tmp_path / "lib"
+    shutil.copytree(paths.LIB_DIR, lib_copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(paths, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(paths, "LIB_DIR", lib_copy)
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
+    chapters._imports_of.cache_clear()
+    yield tmp_path
+    chapters._imports_of.cache_clear()
+
+
+def build_log(root):
+    lines = []
+    runner.build("smoke", output_root=root, html=False, log=lines.append)
+    status = {}
+    for line in lines:
+        if line.startswith("  "):
+            stem, _, message = line.strip().partition(":")
+            status.setdefault(stem, "executing" if "executing" in message else "cached")
+    return status
+
+
+def test_editing_a_lib_module_re_executes_exactly_the_chapters_using_it(sandbox):
+    first = build_log(sandbox)
+    assert first == {"01-uses-cache": "executing", "02-uses-progress": "executing"}
+    again = build_log(sandbox)
+    assert again == {"01-uses-cache": "cached", "02-uses-progress": "cached"}
+
+    with open(sandbox / "lib" / "cache.py", "a") as source:
+        source.write("\n# an edit\n")
+    chapters._imports_of.cache_clear()
+    after_edit = build_log(sandbox)
+    assert after_edit == {"01-uses-cache": "executing", "02-uses-progress": "cached"}
+
+    staged = sandbox / "_build" / "src" / "notebooks" / "01-uses-cache.ipynb"
+    notebook = nbformat.read(staged, as_version=4)
+    assert any(cell.get("outputs") for cell in notebook.cells)
+
+
+def test_key_sees_parameters_data_and_toolchain(sandbox, monkeypatch, tmp_path):
+    chapter = chapters.find("01-uses-cache")
+    params = chapters.resolve(chapter, "smoke")
+    key = runner.chapter_key(chapter, params)
+    assert runner.chapter_key(chapter, {**params, "seed": 1}) != key
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "SHA256SUMS").write_text("abc  x.csv\n")
+    monkeypatch.setattr(paths, "DATA_DIR", data_dir)
+    with_data = runner.chapter_key(chapter, params)
+    (data_dir / "SHA256SUMS").write_text("abd  x.csv\n")
+    assert runner.chapter_key(chapter, params) != with_data
+
+    lock = tmp_path / "book.txt"
+    lock.write_text("torch==1\n")
+    monkeypatch.setattr(paths, "LOCK_FILES", (lock,))
+    with_lock = runner.chapter_key(chapter, params)
+    lock.write_text("torch==2\n")
+    assert runner.chapter_key(chapter, params) != with_lock
+
+
+def test_failing_chapter_shows_the_traceback_and_caches_nothing(sandbox):
+    (sandbox / "notebooks" / "03-fails.md").write_text(
+        chapter_source("raise ValueError('the data went missing')"))
+    with pytest.raises(runner.ChapterFailed, match="the data went missing"):
+        build_log(sandbox)
+    cached = list((sandbox / "cache" / "chapters").glob("03-fails*"))
+    assert cached == []
+
+
+def test_run_writes_one_executed_chapter_with_the_overrides(sandbox):
+    path = runner.run("01-uses-cache", "smoke", {"seed": 7}, runs_dir=sandbox / "runs")
+    assert path.parent == sandbox / "runs" and path.suffix == ".ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "seed = 7" in injected[0].source
