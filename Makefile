@@ -38,7 +38,13 @@ list: $(BOOK_STAMP)
 	@$(PY) -m lib list
 
 test: $(DEV_STAMP)
+	scripts/ensure_chromium.sh
 	$(PY) -m pytest tests
+
+# The browser test alone (it renders the smoke book first if needed).
+check-html: $(DEV_STAMP)
+	scripts/ensure_chromium.sh
+	$(PY) -m pytest tests/test_browser.py
 
 # Colab/Binder copies of the chapters (.ipynb without outputs), generated from the .md sources.
 notebooks: $(BOOK_STAMP)

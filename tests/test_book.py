@@ -15,11 +15,6 @@ SANITIZE = paths.ROOT / "tests" / "nbval_sanitize.cfg"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smoke_book():
-    return runner.build("smoke", output_root=OUTPUT_ROOT)
-
-
 def staged_notebooks():
     return sorted((OUTPUT_ROOT / "_build" / "src" / "notebooks").glob("*.ipynb"))
 
