@@ -1,0 +1,287 @@
+"""Local sensitivity of a classifier to pixel perturbations, by finite differences.
+
+For image ``x``, class ``q`` and step ``delta``, the sensitivity of pixel ``(i, j)`` of channel
+``C`` is
+
+    s_ij^C = (B_q(x + delta e_ijC) - B_q(x)) / delta                      (one-sided, "forward")
+    s_ij^C = (B_q(x + delta e_ijC) - B_q(x - delta e_ijC)) / (2 delta)   ("central")
+
+where ``e_ijC`` is one at that pixel of that channel and zero elsewhere, and ``B_q`` is the
+score of class ``q``: its logit by default, or its softmax probability. ``e_ijC`` can also be a
+``p x p`` patch, and it can cover all channels at once. As ``delta -> 0`` the map tends to the
+gradient (summed over the patch and channels), which :func:`gradient` computes by autograd.
+
+Every perturbation is exact (one forward per perturbed image, nothing approximated); they are
+built on the device in chunks, a chunk of ``K`` perturbations of ``B`` images being one forward
+of ``K * B`` images.
+"""
+import math
+import numbers
+
+import torch
+
+from .progress import progress
+
+SCHEMES = ("forward", "central")
+CHANNEL_MODES = ("each", "all")
+OUTPUTS = ("logit", "probability")
+
+# Images per forward on the CPU: larger batches barely speed a CPU forward up, but cost memory.
+CPU_IMAGES_PER_FORWARD = 64
+# Share of the free GPU memory a chunk may use; the rest is left for the allocator's slack.
+GPU_MEMORY_SHARE = 0.5
+
+
+def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channels="each",
+                   output="logit", chunk_size=None, show_progress=True):
+    """Finite-difference sensitivity maps ``s_ij^C`` of class scores to pixel perturbations.
+
+    Args:
+        model: a classifier in eval mode mapping ``B x C x H x W`` images to ``B x classes``
+            scores (logits); it runs on the device of ``x``.
+        x: images, a floating ``B x C x H x W`` tensor (finite values).
+        target: the class ``q`` whose score is differentiated: an int for every image, or one
+            int per image (sequence or 1-D integer tensor of length ``B``).
+        delta: the perturbation step, a finite non-zero number in the units of ``x``
+            (a negative step gives the backward difference).
+        scheme: ``"forward"`` (one-sided, one extra forward per perturbation) or ``"central"``
+            (two forwards per perturbation, error O(delta^2) instead of O(delta)).
+        patch: side ``p`` of the square patch perturbed at once; must divide ``H`` and ``W``.
+            ``p = 1`` is the per-pixel map; for ``p > 1`` every pixel of a patch gets the
+            patch's value (the response to moving the whole patch by ``delta``).
+        channels: ``"each"`` perturbs one channel at a time (map ``B x C x H x W``);
+            ``"all"`` moves every channel of the pixel or patch together (map ``B x 1 x H x W``).
+        output: ``"logit"`` (default) or ``"probability"``. The logit is the default because it
+            is the class score itself: the softmax probability saturates near 0 and 1, so a
+            confident prediction shows almost no sensitivity whatever the pixel, and it mixes
+            in every other class's logit.
+        chunk_size: perturbations per forward; ``None`` picks it from the device's memory
+            (see :func:`auto_chunk_size`).
+        show_progress: show a progress bar when the map takes more than one chunk.
+
+    Returns:
+        The map as a tensor on the device of ``x``, in the dtype of ``x``: ``B x C x H x W``
+        for ``channels="each"``, ``B x 1 x H x W`` for ``channels="all"``.
+    """
+    x, target = _check_inputs(model, x, target)
+    delta = _check_delta(delta)
+    _check_choice("scheme", scheme, SCHEMES)
+    _check_choice("channels", channels, CHANNEL_MODES)
+    _check_choice("output", output, OUTPUTS)
+    _check_patch(patch, x.shape[-2:])
+    layout = _Layout(x.shape, patch, channels)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(model, x, images_per_step=1 if scheme == "forward" else 2)
+    _check_positive_int("chunk_size", chunk_size)
+
+    with torch.inference_mode():
+        _scores(model, x, target, output, check_target=True)
+        rows = []
+        starts = range(0, layout.count, chunk_size)
+        bar = progress(starts, desc="fd_sensitivity", unit="chunk",
+                       leave=False) if show_progress and len(starts) > 1 else starts
+        for start in bar:
+            indices = torch.arange(start, min(start + chunk_size, layout.count), device=x.device)
+            steps = layout.steps(indices, x.dtype)  # K x C' x H x W, ones on the perturbed cells
+            rows.append(_differences(model, x, steps, delta, target, output, scheme))
+        per_cell = torch.cat(rows).T  # B x perturbations
+    return layout.to_map(per_cell)
+
+
+def gradient(model, x, target, *, patch=1, channels="each", output="logit"):
+    """The autograd gradient of the class score, laid out like :func:`fd_sensitivity`'s map.
+
+    With ``patch = p`` the gradient is summed over each ``p x p`` patch (and over channels for
+    ``channels="all"``), which is the limit of the finite-difference map as ``delta -> 0``.
+    Arguments are as for :func:`fd_sensitivity`. Returns a detached tensor on the device of
+    ``x``, ``B x C x H x W`` or ``B x 1 x H x W``.
+    """
+    x, target = _check_inputs(model, x, target)
+    _check_choice("channels", channels, CHANNEL_MODES)
+    _check_choice("output", output, OUTPUTS)
+    _check_patch(patch, x.shape[-2:])
+    with torch.enable_grad():
+        inputs = x.detach().clone().requires_grad_(True)
+        # Each image's score depends only on that image, so the sum's gradient is per image.
+        scores = _scores(model, inputs, target, output, check_target=True)
+        (grad,) = torch.autograd.grad(scores.sum(), inputs)
+    if channels == "all":
+        grad = grad.sum(dim=1, keepdim=True)
+    if patch > 1:
+        grad = torch.nn.functional.avg_pool2d(grad, patch) * patch ** 2
+        grad = grad.repeat_interleave(patch, dim=-2).repeat_interleave(patch, dim=-1)
+    return grad.detach()
+
+
+def auto_chunk_size(model, x, images_per_step=1):
+    """Perturbations per forward that fit the device of ``x``.
+
+    ``images_per_step`` is the number of images each perturbation of each image adds to a
+    forward (1 for forward differences, 2 for central ones). On a GPU, the free memory (times
+    ``GPU_MEMORY_SHARE``) is divided by the peak memory of one forward of ``x``, measured once;
+    on the CPU, a forward holds about ``CPU_IMAGES_PER_FORWARD`` images. At least one.
+    """
+    images = x.shape[0] * images_per_step
+    if x.device.type != "cuda":
+        return max(1, CPU_IMAGES_PER_FORWARD // images)
+    torch.cuda.synchronize(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    before = torch.cuda.memory_allocated(x.device)
+    with torch.inference_mode():
+        model(x)
+    # Peak of the forward plus the perturbed input and its step mask, per copy of x.
+    per_copy = torch.cuda.max_memory_allocated(x.device) - before + 2 * x.nbytes
+    free, _ = torch.cuda.mem_get_info(x.device)
+    return max(1, int(GPU_MEMORY_SHARE * free // (per_copy * images_per_step)))
+
+
+class _Layout:
+    """Numbering of the perturbations: (channel or all channels, patch row, patch column)."""
+
+    def __init__(self, shape, patch, channels):
+        _, num_channels, height, width = shape
+        self.patch = patch
+        self.channels = num_channels if channels == "each" else 1
+        self.num_channels = num_channels
+        self.rows, self.cols = height // patch, width // patch
+        self.count = self.channels * self.rows * self.cols
+
+    def steps(self, indices, dtype):
+        """``K x C' x H x W`` unit steps for perturbation ``indices`` (C' = 1 for all channels)."""
+        cells = torch.zeros(len(indices), self.count, dtype=dtype, device=indices.device)
+        cells[torch.arange(len(indices), device=indices.device), indices] = 1
+        cells = cells.view(len(indices), self.channels, self.rows, self.cols)
+        return self._upsample(cells)
+
+    def to_map(self, per_cell):
+        """``B x perturbations`` values to the ``B x C' x H x W`` map."""
+        cells = per_cell.reshape(per_cell.shape[0], self.channels, self.rows, self.cols)
+        return self._upsample(cells)
+
+    def _upsample(self, cells):
+        if self.patch == 1:
+            return cells.contiguous()
+        return cells.repeat_interleave(self.patch, dim=-2).repeat_interleave(self.patch, dim=-1)
+
+
+def _differences(model, x, steps, delta, target, output, scheme):
+    """Difference quotients of every image under every step: ``K x B``, from one forward.
+
+    The reference scores (``x`` itself, or ``x - delta * step``) are evaluated in the same
+    forward as the perturbed images: a batched forward can differ from a smaller one in the
+    last bits, and that difference divided by a small ``delta`` would otherwise show up as noise.
+    """
+    num_steps, batch = steps.shape[0], x.shape[0]
+    steps = steps.unsqueeze(1)  # K x 1 x C' x H x W, broadcast over images (and channels)
+    if scheme == "forward":
+        images = x.unsqueeze(0).repeat(num_steps + 1, 1, 1, 1, 1)  # reference first
+        images[1:].add_(steps, alpha=delta)
+    else:
+        images = x.unsqueeze(0).repeat(2 * num_steps, 1, 1, 1, 1)
+        images[:num_steps].add_(steps, alpha=delta)
+        images[num_steps:].add_(steps, alpha=-delta)
+    scores = _scores(model, images.reshape(-1, *x.shape[1:]),
+                     target.repeat(images.shape[0]), output).view(-1, batch)
+    if scheme == "forward":
+        return (scores[1:] - scores[:1]) / delta
+    return (scores[:num_steps] - scores[num_steps:]) / (2 * delta)
+
+
+def _scores(model, x, target, output, check_target=False):
+    """``B_q`` of every image in ``x`` for its class in ``target``."""
+    logits = model(x)
+    if check_target:
+        _check_logits(logits, x.shape[0], target)
+    if output == "probability":
+        logits = logits.softmax(dim=1)
+    return logits.gather(1, target.view(-1, 1)).squeeze(1)
+
+
+def _check_logits(logits, batch, target):
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        raise ValueError(f"the model must return a (batch, classes) tensor of scores; got "
+                         f"{_describe(logits)} for a batch of {batch}")
+    num_classes = logits.shape[1]
+    if target.min() < 0 or target.max() >= num_classes:
+        raise ValueError(f"target classes must be in 0..{num_classes - 1} for this model; "
+                         f"got {sorted(set(target.tolist()))}")
+
+
+def _check_inputs(model, x, target):
+    if not callable(model):
+        raise TypeError(f"model must be callable (a torch module); got {type(model).__name__}")
+    if isinstance(model, torch.nn.Module) and model.training:
+        raise ValueError("the model is in training mode (dropout and batch norm would make the "
+                         "map random and batch-dependent); call model.eval() first")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point torch tensor; got {_describe(x)}")
+    if x.ndim != 4 or 0 in x.shape:
+        raise ValueError(f"x must be a non-empty batch of images B x C x H x W; got shape "
+                         f"{tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    _check_model_device(model, x)
+    return x, _check_target(target, x.shape[0], x.device)
+
+
+def _check_model_device(model, x):
+    if isinstance(model, torch.nn.Module):
+        param = next(model.parameters(), None)
+        if param is not None and param.device != x.device:
+            raise ValueError(f"the model is on {param.device} but x is on {x.device}; "
+                             f"move both to the same device (lib.device())")
+
+
+def _check_target(target, batch, device):
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        return torch.full((batch,), int(target), dtype=torch.long, device=device)
+    if isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices; got dtype {target.dtype}")
+        values = target
+    elif isinstance(target, (list, tuple)) and all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
+        values = torch.tensor(target, dtype=torch.long)
+    else:
+        raise TypeError(f"target must be an int or a sequence/1-D tensor of ints; got "
+                        f"{_describe(target)}")
+    if values.ndim != 1 or values.shape[0] != batch:
+        raise ValueError(f"target must hold one class per image ({batch}); got shape "
+                         f"{tuple(values.shape)}")
+    return values.to(device=device, dtype=torch.long)
+
+
+def _check_delta(delta):
+    if isinstance(delta, torch.Tensor) and delta.numel() == 1:
+        delta = delta.item()
+    if not isinstance(delta, numbers.Real) or isinstance(delta, bool):
+        raise TypeError(f"delta must be a real number; got {_describe(delta)}")
+    if not math.isfinite(delta) or delta == 0:
+        raise ValueError(f"delta must be finite and non-zero; got {delta}")
+    return float(delta)
+
+
+def _check_patch(patch, image_shape):
+    _check_positive_int("patch", patch)
+    height, width = image_shape
+    if patch > min(height, width):
+        raise ValueError(f"patch {patch} is larger than the {height} x {width} image")
+    if height % patch or width % patch:
+        raise ValueError(f"patch {patch} must divide the image size {height} x {width}; "
+                         f"choose a divisor of both")
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r}"
