@@ -13,9 +13,13 @@ DEFAULT_PROFILE = "book"
 
 # chapter stem -> parameter -> value, for each profile other than ``book``.
 OVERRIDES = {
-    "smoke": {},
+    "smoke": {
+        "02-sobol-method": {"log2_N": 10, "bench_log2_N": 10, "data_rows": 200},
+    },
     "book": {},
-    "paper": {},
+    "paper": {
+        "02-sobol-method": {"log2_N": 16},
+    },
 }
 
 
