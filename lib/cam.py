@@ -1,0 +1,236 @@
+"""Grad-CAM: where in a convolutional layer the evidence for a class lies.
+
+For a layer with activations ``A^k`` (channel ``k``, ``h x w`` positions) and the score ``y_c``
+of class ``c`` (its logit), Grad-CAM (Selvaraju et al., ICCV 2017) weighs each channel by its
+spatially averaged gradient and keeps the positive part:
+
+    alpha_k = mean_ij d y_c / d A^k_ij,        L_c = ReLU(sum_k alpha_k A^k)
+
+The map has the layer's resolution; it is upsampled bilinearly to the input for display and
+for comparison with lesion masks.
+
+Which layer. The usual choice is the last convolutional block, whose maps are the most
+class-specific that still have a spatial layout:
+
+- ResNet-18: ``"layer4"`` (the output of the last residual block, 7 x 7 at 224 px);
+- VGG-16: ``"features.29"``, the ReLU after the last convolution (14 x 14 at 224 px), not the
+  final max-pool ``"features.30"``, which halves the resolution for nothing; in VGG-16 with
+  batch normalisation (``vgg16_bn``) the same ReLU is ``"features.42"``.
+
+Layers are named by their dotted path in ``model.named_modules()``; the book's networks wrap
+the torchvision model, and ``lib.models.TARGET_LAYERS`` holds their names.
+
+The hooks live only inside a ``with`` block and are removed however it ends. The layers before
+the chosen one run without autograd bookkeeping: only the part of the network after the layer
+is differentiated, which is what makes Grad-CAM cost little more than a forward pass.
+"""
+import contextlib
+import numbers
+
+import torch
+import torch.nn.functional as F
+
+from .progress import progress
+
+# Images per forward by default: a whole test split at 224 px fits comfortably in CPU memory.
+DEFAULT_BATCH_SIZE = 32
+
+
+def layer_names(model):
+    """The dotted names of every sub-module of ``model`` (what ``layer=`` accepts)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model, name):
+    """The sub-module called ``name`` (dotted, e.g. ``"layer4"`` or ``"features.29"``).
+
+    Raises ``ValueError`` listing the valid names when there is no such layer.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"layer must be a dotted module name (str); got {type(name).__name__}")
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        raise ValueError(f"model has no layer {name!r}; valid layers: "
+                         f"{', '.join(layer_names(model))}")
+    return modules[name]
+
+
+@contextlib.contextmanager
+def hooked(model, hooks):
+    """Register forward hooks ``{layer name: hook}`` for the ``with`` block only.
+
+    Every hook is removed when the block ends, by an exception included.
+    """
+    modules = {name: get_layer(model, name) for name in hooks}  # validate before hooking
+    handles = []
+    try:
+        for name, hook in hooks.items():
+            handles.append(modules[name].register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def grad_cam(model, x, target=None, *, layer, upsample=True, normalize=False, relu=True,
+             batch_size=DEFAULT_BATCH_SIZE, show_progress=True):
+    """Grad-CAM maps of a batch of images.
+
+    Args:
+        model: a classifier in eval mode on the device of ``x``, mapping ``B x C x H x W``
+            images to ``B x classes`` logits.
+        x: images, a floating ``B x C x H x W`` tensor with finite values.
+        target: the class explained: ``None`` for each image's predicted class, an int for
+            every image, or one int per image (sequence or 1-D integer tensor of length ``B``).
+        layer: dotted name of the convolutional layer (see the module notes).
+        upsample: ``True`` resizes the maps bilinearly to ``H x W``; ``False`` keeps the
+            layer's resolution.
+        normalize: ``False`` returns raw values; ``True`` rescales each map to [0, 1]
+            (``(L - min) / (max - min)``, after upsampling; a constant map becomes zeros), the
+            normalisation of pytorch-grad-cam.
+        relu: keep only the positive part (Grad-CAM's definition); ``False`` gives the signed
+            map, e.g. to compare with Captum's ``LayerGradCam`` default.
+        batch_size: images per forward pass.
+        show_progress: show a progress bar when there is more than one batch.
+
+    Returns:
+        A ``B x 1 x H x W`` tensor (``B x 1 x h x w`` at layer resolution) on the device of
+        ``x``, detached.
+    """
+    _check_model(model, x)
+    get_layer(model, layer)
+    _check_positive_int("batch_size", batch_size)
+    starts = range(0, x.shape[0], batch_size)
+    if show_progress and len(starts) > 1:
+        starts = progress(starts, desc="grad_cam", unit="batch", leave=False)
+    with torch.inference_mode(False):  # works even when called under inference_mode
+        target = target_classes(target, x.shape[0], x.device)
+        cams = torch.cat([_cam_batch(model, x, target, slice(s, s + batch_size), layer, relu)
+                          for s in starts])
+    if upsample:
+        cams = F.interpolate(cams, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return normalize_maps(cams) if normalize else cams
+
+
+def normalize_maps(maps):
+    """Rescale each map of a ``B x ...`` batch to [0, 1] by its own minimum and maximum.
+
+    A constant map has no contrast to rescale and becomes all zeros.
+    """
+    flat = maps.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny),
+                         torch.zeros_like(flat))
+    return scaled.view_as(maps)
+
+
+def target_classes(target, batch, device):
+    """Check a ``target`` argument: ``None`` (each image's predicted class) stays ``None``; an
+    int or one int per image becomes a length-``batch`` long tensor on ``device``."""
+    if target is None:
+        return None
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        values = torch.full((batch,), int(target), dtype=torch.long)
+    elif isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices; got dtype {target.dtype}")
+        values = target
+    elif isinstance(target, (list, tuple)) and all(
+            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
+        values = torch.tensor(target, dtype=torch.long)
+    else:
+        raise TypeError(f"target must be None, an int or a sequence/1-D tensor of ints; got "
+                        f"{_describe(target)}")
+    if values.ndim != 1 or values.shape[0] != batch:
+        raise ValueError(f"target must hold one class per image ({batch}); got shape "
+                         f"{tuple(values.shape)}")
+    if (values < 0).any():
+        raise ValueError(f"target classes must be non-negative; got {sorted(set(values.tolist()))}")
+    return values.to(device=device, dtype=torch.long)
+
+
+def _cam_batch(model, x, target, rows, layer, relu):
+    """Grad-CAM at layer resolution, ``b x 1 x h x w``, for the images ``x[rows]``."""
+    recorded = []
+    with hooked(model, {layer: _differentiate_from_here(layer, recorded)}), torch.no_grad():
+        logits = model(x[rows])  # the hook turns autograd on at the layer
+    if not recorded:
+        raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
+    activation = recorded[0]
+    _check_logits(logits, activation.shape[0])
+    if target is None:
+        classes = logits.argmax(dim=1)
+    else:
+        _check_target_range(target, logits.shape[1])  # all images, so a bad class fails early
+        classes = target[rows]
+    score = logits.gather(1, classes.view(-1, 1)).sum()  # images are independent in eval mode
+    (grads,) = torch.autograd.grad(score, activation, allow_unused=True)
+    if grads is None:
+        raise ValueError(f"the model's output does not depend on layer {layer!r}")
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * activation.detach()).sum(dim=1, keepdim=True)
+    return cam.relu() if relu else cam
+
+
+def _differentiate_from_here(layer, recorded):
+    """A forward hook that starts the autograd graph at the layer's output.
+
+    The output is replaced by a fresh leaf that requires grad; the rest of the network sees a
+    copy, so an in-place operation downstream (e.g. ``ReLU(inplace=True)``) cannot alter the
+    recorded activation.
+    """
+    def hook(module, inputs, output):
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            raise ValueError(f"layer {layer!r} must output a B x C x h x w tensor for Grad-CAM; "
+                             f"got {_describe(output)}")
+        if recorded:
+            raise ValueError(f"layer {layer!r} runs more than once per forward pass; choose a "
+                             f"layer that is used once")
+        torch.set_grad_enabled(True)  # restored when the caller's no_grad block exits
+        leaf = output.detach().requires_grad_(True)
+        recorded.append(leaf)
+        return leaf.clone()
+    return hook
+
+
+def _check_model(model, x):
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if model.training:
+        raise ValueError("the model is in training mode (dropout and batch norm would make the "
+                         "map random and batch-dependent); call model.eval() first")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point torch tensor; got {_describe(x)}")
+    if x.ndim != 4 or 0 in x.shape:
+        raise ValueError(f"x must be a non-empty batch of images B x C x H x W; got shape "
+                         f"{tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    param = next(model.parameters(), None)
+    if param is not None and param.device != x.device:
+        raise ValueError(f"the model is on {param.device} but x is on {x.device}; move both "
+                         f"to the same device (lib.device())")
+
+
+def _check_logits(logits, batch):
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        raise ValueError(f"the model must return a (batch, classes) tensor of logits; got "
+                         f"{_describe(logits)} for a batch of {batch}")
+
+
+def _check_target_range(target, num_classes):
+    if target.max() >= num_classes:
+        raise ValueError(f"target classes must be in 0..{num_classes - 1} for this model; got "
+                         f"{sorted(set(target.tolist()))}")
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r}"
