@@ -15,10 +15,17 @@ DEFAULT_PROFILE = "book"
 OVERRIDES = {
     "smoke": {
         "02-sobol-method": {"log2_N": 10, "bench_log2_N": 10, "data_rows": 200},
+        "03-diabetes-network": {"n_repeats": 2, "n_folds": 2, "max_epochs": 30, "patience": 10},
+        "04-diabetes-sobol": {"n_repeats": 2, "n_folds": 2, "max_epochs": 30, "patience": 10,
+                              "log2_N": 8, "num_resamples": 20, "n_permutation_repeats": 2,
+                              "n_seed_checks": 1, "n_random_orderings": 2},
     },
     "book": {},
     "paper": {
         "02-sobol-method": {"log2_N": 16},
+        "03-diabetes-network": {"n_repeats": 10},
+        "04-diabetes-sobol": {"n_repeats": 10, "log2_N": 15, "n_seed_checks": 5,
+                              "n_random_orderings": 20},
     },
 }
 

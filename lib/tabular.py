@@ -18,6 +18,7 @@ the overlap of the training sets (Nadeau and Bengio 2003), the corrected resampl
 logistic regression as the reference model, permutation importance, mean |gradient x input|,
 and the feature-reduction experiment.
 """
+import contextlib
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -35,9 +36,14 @@ FEATURES = ("Pregnancies", "Glucose", "BloodPressure", "SkinThickness", "Insulin
             "DiabetesPedigreeFunction", "Age")
 TARGET = "Outcome"
 METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
+METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                 "roc_auc": "ROC AUC"}
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
 # Models trained at once; more only costs memory (about 0.2 MB per model for 768 rows).
 TRAIN_CHUNK_MODELS = 1024
+# CPU threads while training. The per-epoch tensors are small (a few MB), so a second
+# thread saves little, and on a busy machine its synchronisation costs far more than it saves.
+TRAIN_CPU_THREADS = 1
 
 
 # ------------------------------------------------------------------------------ the table
@@ -400,6 +406,17 @@ def _check_train_masks(model, X, fit, val) -> None:
         raise ValueError("fit and validation rows must not overlap")
 
 
+@contextlib.contextmanager
+def _cpu_threads(count: int):
+    """Run the block with ``count`` torch CPU threads, then restore the previous number."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(count, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(model: MLPEnsemble, X, y, fit, val, config: MLPConfig, *, desc="train",
           show_progress=True) -> TrainLog:
     """Full-batch Adam on every model at once, early stopping per model; keeps the best weights.
@@ -409,9 +426,16 @@ def train(model: MLPEnsemble, X, y, fit, val, config: MLPConfig, *, desc="train"
     ``config.patience`` epochs and keeps the weights of its best epoch; stopped models leave
     the batch, so a model's result never depends on the others. Training ends when every
     model has stopped or after ``config.max_epochs``. The model is modified in place and
-    left in eval mode.
+    left in eval mode. On the CPU it uses ``TRAIN_CPU_THREADS`` threads.
     """
     _check_train_masks(model, X, fit, val)
+    if X.device.type != "cpu":
+        return _train(model, X, y, fit, val, config, desc, show_progress)
+    with _cpu_threads(TRAIN_CPU_THREADS):
+        return _train(model, X, y, fit, val, config, desc, show_progress)
+
+
+def _train(model, X, y, fit, val, config, desc, show_progress) -> TrainLog:
     M = model.num_models
     batch = _Batch(model, X, y, fit, val)
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
@@ -780,6 +804,7 @@ class Reduction:
     orderings: dict      # name -> feature names, most important first
     ratio: float         # n_test / n_train of the CV
     num_features: int    # k of the reference network that keeps every feature
+    num_networks: int    # networks trained (distinct feature sets x folds)
 
 
 def _check_ranking(ranking, features) -> list:
@@ -841,7 +866,8 @@ def feature_reduction(X, y, splits: CVSplits, ranking, config: MLPConfig = MLPCo
     folds = plan.merge(cv.metrics, on="subset", how="left")  # keeps the plan's order
     folds["features"] = folds["subset"].map(kept_names)
     folds = folds[["ordering", "k", "fold", "features", *METRICS]].reset_index(drop=True)
-    return Reduction(folds, orderings, splits.test_train_ratio(), len(features))
+    return Reduction(folds, orderings, splits.test_train_ratio(), len(features),
+                     len(cv.metrics))
 
 
 def _random_mean(folds: pd.DataFrame) -> pd.DataFrame:
@@ -865,10 +891,10 @@ def reduction_tests(reduction: Reduction, ordering: str = "Sobol ST", alpha: flo
                     metrics=("accuracy", "roc_auc")) -> pd.DataFrame:
     """Is keeping k features significantly worse than keeping all? One row per k.
 
-    For each k of ``ordering``, the one-sided corrected resampled t-test of the fold-wise
-    differences (all features - k features), H1: the reduced network scores lower. Columns:
-    kept features, mean of each metric, its p-value, and whether the loss is significant at
-    ``alpha``.
+    For each k of ``ordering`` and each metric, the one-sided corrected resampled t-test of
+    the fold-wise differences (all features - k features), H1: the reduced network scores
+    lower. Columns: the kept features, then per metric its mean, its p-value
+    ``p (metric)`` and ``loss (metric)``: whether the loss is significant at ``alpha``.
     """
     folds = reduction.folds[reduction.folds["ordering"] == ordering]
     if folds.empty:
@@ -884,13 +910,15 @@ def reduction_tests(reduction: Reduction, ordering: str = "Sobol ST", alpha: flo
         row = {"k": k, "features": group["features"].iloc[0]}
         for name in metrics:
             _, p = corrected_ttest(full[name], group[name], reduction.ratio, "greater")
-            row[name] = group[name].mean()
-            row[f"p ({name})"] = p
-        row["significant loss"] = row[f"p ({metrics[0]})"] < alpha
+            row[name], row[f"p ({name})"], row[f"loss ({name})"] = group[name].mean(), p, p < alpha
         rows.append(row)
     return pd.DataFrame(rows).set_index("k")
 
 
-def smallest_sufficient_k(tests: pd.DataFrame) -> int:
-    """The smallest k whose loss against all features is not significant (``reduction_tests``)."""
-    return int(tests.index[~tests["significant loss"]].min())
+def smallest_sufficient_k(tests: pd.DataFrame, metric: str = "accuracy") -> int:
+    """The smallest k without a significant loss in ``metric`` (from ``reduction_tests``)."""
+    column = f"loss ({metric})"
+    if column not in tests:
+        raise ValueError(f"the tests hold no {column!r}; tested metrics: "
+                         f"{[c[6:-1] for c in tests.columns if c.startswith('loss (')]}")
+    return int(tests.index[~tests[column].astype(bool)].min())

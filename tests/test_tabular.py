@@ -412,7 +412,7 @@ def test_feature_reduction_scores_every_ordering_and_k(data):
     assert (full == 1).all()
     tests = T.reduction_tests(reduction)
     assert list(tests.index) == [8, 2, 1] and tests.loc[8, "p (accuracy)"] == 1.0
-    assert not tests.loc[8, "significant loss"]
+    assert not tests.loc[8, "loss (accuracy)"] and not tests.loc[8, "loss (roc_auc)"]
     summary = T.reduction_summary(reduction)
     assert set(summary.index.get_level_values("ordering")) == {"Sobol ST", "reverse",
                                                                "random (mean)"}
@@ -420,11 +420,13 @@ def test_feature_reduction_scores_every_ordering_and_k(data):
 
 
 def test_smallest_sufficient_k_reads_the_tests():
-    tests = pd.DataFrame({"significant loss": [False, False, True, False]},
+    tests = pd.DataFrame({"loss (accuracy)": [False, False, True, False],
+                          "loss (roc_auc)": [False, False, True, True]},
                          index=pd.Index([8, 3, 2, 1], name="k"))
     assert T.smallest_sufficient_k(tests) == 1
-    tests["significant loss"] = [False, False, True, True]
-    assert T.smallest_sufficient_k(tests) == 3
+    assert T.smallest_sufficient_k(tests, "roc_auc") == 3
+    with pytest.raises(ValueError, match=r"tested metrics: \['accuracy', 'roc_auc'\]"):
+        T.smallest_sufficient_k(tests, "balanced_accuracy")
 
 
 @pytest.mark.parametrize("ks, message", [([9], "from 1 to 8"), ([0], "from 1 to 8"),
