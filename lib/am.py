@@ -118,20 +118,32 @@ class Transforms:
 
     def __call__(self, images, generator):
         """Warp each image by its own random similarity transform (differentiable)."""
-        batch, _, height, width = images.shape
-        uniform = torch.rand(batch, 4, generator=generator)
-        angle = torch.deg2rad((2 * uniform[:, 0] - 1) * self.rotate)
+        batch = images.shape[0]
+        uniform = torch.rand(batch, 2, generator=generator)
+        angle = (2 * uniform[:, 0] - 1) * self.rotate
         zoom = self.scale[0] + (self.scale[1] - self.scale[0]) * uniform[:, 1]
-        shift = torch.round((2 * uniform[:, 2:] - 1) * self.jitter)  # pixels, (dx, dy)
-        # affine_grid maps output to input coordinates in [-1, 1]: zooming in by s samples a
-        # region 1/s as large; a shift of d pixels is 2 d / size in those units.
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack([
-            torch.stack([cos, -sin, 2 * shift[:, 0] / width], dim=1),
-            torch.stack([sin, cos, 2 * shift[:, 1] / height], dim=1)], dim=1)
-        grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
-                             align_corners=False)
+        shift = torch.randint(-self.jitter, self.jitter + 1, (batch, 2), generator=generator)
+        return similarity_warp(images, angle, zoom, shift)
+
+
+def similarity_warp(images, angle, zoom, shift):
+    """Rotate by ``angle`` degrees and zoom by ``zoom`` about the image centre, and shift by
+    ``shift`` = (dx, dy) pixels (output pixel (y, x) shows input pixel (y + dy, x + dx)); one
+    value (row) per image; borders are reflected."""
+    height, width = images.shape[-2:]
+    angle, zoom, shift = (torch.as_tensor(v, dtype=images.dtype) for v in (angle, zoom, shift))
+    # affine_grid maps output to input coordinates in [-1, 1] along each side: zooming in by s
+    # samples a region 1/s as large; a shift of d pixels is 2 d / side; a rotation in pixels
+    # needs the aspect ratio in those units.
+    radians = torch.deg2rad(angle)
+    cos, sin = torch.cos(radians) / zoom, torch.sin(radians) / zoom
+    aspect = height / width
+    theta = torch.stack([
+        torch.stack([cos, -sin * aspect, 2 * shift[:, 0] / width], dim=1),
+        torch.stack([sin / aspect, cos, 2 * shift[:, 1] / height], dim=1)], dim=1)
+    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
 
 
 @dataclass

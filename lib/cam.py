@@ -85,9 +85,10 @@ def grad_cam(model, x, target=None, *, layer, upsample=True, normalize=False, re
         layer: dotted name of the convolutional layer (see the module notes).
         upsample: ``True`` resizes the maps bilinearly to ``H x W``; ``False`` keeps the
             layer's resolution.
-        normalize: ``False`` returns raw values; ``True`` rescales each map to [0, 1]
-            (``(L - min) / (max - min)``, after upsampling; a constant map becomes zeros), the
-            normalisation of pytorch-grad-cam.
+        normalize: ``False`` returns raw values; ``True`` rescales each map to [0, 1] with
+            :func:`normalize_maps`, at the layer's resolution and again after upsampling
+            (interpolation can lower the peak), exactly as pytorch-grad-cam does, so that the
+            two agree to float precision even for maps with tiny values.
         relu: keep only the positive part (Grad-CAM's definition); ``False`` gives the signed
             map, e.g. to compare with Captum's ``LayerGradCam`` default.
         batch_size: images per forward pass.
@@ -107,22 +108,26 @@ def grad_cam(model, x, target=None, *, layer, upsample=True, normalize=False, re
         target = target_classes(target, x.shape[0], x.device)
         cams = torch.cat([_cam_batch(model, x, target, slice(s, s + batch_size), layer, relu)
                           for s in starts])
+    if normalize:
+        cams = normalize_maps(cams)
     if upsample:
         cams = F.interpolate(cams, size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return normalize_maps(cams) if normalize else cams
+        if normalize:
+            cams = normalize_maps(cams)
+    return cams
 
 
-def normalize_maps(maps):
-    """Rescale each map of a ``B x ...`` batch to [0, 1] by its own minimum and maximum.
+def normalize_maps(maps, eps=1e-7):
+    """Rescale each map of a ``B x ...`` batch to [0, 1]: ``(L - min) / (max - min + eps)``.
 
-    A constant map has no contrast to rescale and becomes all zeros.
+    ``eps`` keeps a constant map finite (it becomes zeros). With the default, pytorch-grad-cam's
+    value, the peak falls short of 1 by about ``eps / (max - min)``: noticeable only for maps
+    whose values span less than about 1e-4 (e.g. untrained networks with tiny gradients).
     """
     flat = maps.flatten(1)
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
-    scaled = torch.where(span > 0, (flat - low) / span.clamp_min(torch.finfo(flat.dtype).tiny),
-                         torch.zeros_like(flat))
-    return scaled.view_as(maps)
+    return ((flat - low) / (span + eps)).view_as(maps)
 
 
 def target_classes(target, batch, device):

@@ -41,6 +41,7 @@ from .progress import progress
 MODES = ("deletion", "insertion")
 OUTPUTS = ("probability", "logit")
 BASELINES = ("black", "blur")
+TIES = ("random", "row-major")
 METRICS = ("pointing_game", "top_k_iou", "energy_in_mask", "deletion_auc", "insertion_auc")
 # Images per forward for the perturbation curves by default.
 DEFAULT_CHUNK_SIZE = 64
@@ -60,11 +61,12 @@ def pointing_game(maps, masks, *, tolerance=0):
     return _undefined_where_empty(hit.to(maps.dtype), masks)
 
 
-def top_k_iou(maps, masks, *, k="mask"):
+def top_k_iou(maps, masks, *, k="mask", ties="random", seed=0):
     """IoU of the map's top ``k`` % pixels with the mask: a length-``N`` tensor.
 
     ``k``: a percentage in (0, 100], or ``"mask"`` for as many pixels as the mask holds.
-    Ties in the map are broken in row-major order. NaN for an empty mask.
+    ``ties``: how equal map values are ordered (see :func:`pixel_ranks`). NaN for an empty
+    mask.
     """
     maps, masks = _check_maps_and_masks(maps, masks)
     area = masks.flatten(1).sum(dim=1)
@@ -75,7 +77,7 @@ def top_k_iou(maps, masks, *, k="mask"):
         count = torch.full_like(area, max(1, round(k / 100 * pixels)))
     else:
         raise ValueError(f"k must be a percentage in (0, 100] or 'mask'; got {k!r}")
-    top = _ranks(maps) < count[:, None]
+    top = pixel_ranks(maps, ties=ties, seed=seed) < count[:, None]
     inside = masks.flatten(1)
     intersection = (top & inside).sum(dim=1)
     union = (top | inside).sum(dim=1)
@@ -118,16 +120,16 @@ class Curves:
 
 
 def perturbation_curves(model, images, maps, *, mode, target=None, baseline="black", steps=20,
-                        output="probability", blur_sigma=5.0, preprocess=None,
-                        chunk_size=DEFAULT_CHUNK_SIZE, show_progress=True):
+                        output="probability", blur_sigma=5.0, ties="random", seed=0,
+                        preprocess=None, chunk_size=DEFAULT_CHUNK_SIZE, show_progress=True):
     """Deletion or insertion curves (Petsiuk et al. 2018) for a batch of images and maps.
 
     Args:
         model: a classifier in eval mode on the device of ``images``; it receives
             ``preprocess(x)`` for the perturbed images ``x``.
         images: ``N x C x H x W`` images.
-        maps: ``N x 1 x H x W`` or ``N x H x W`` maps; higher means more important. Ties are
-            removed in row-major order.
+        maps: ``N x 1 x H x W`` or ``N x H x W`` maps; higher means more important.
+        ties, seed: how pixels with equal map values are ordered (see :func:`pixel_ranks`).
         mode: ``"deletion"`` or ``"insertion"``.
         target: the class followed: ``None`` for the class predicted on the intact image, an
             int, or one int per image.
@@ -152,7 +154,7 @@ def perturbation_curves(model, images, maps, *, mode, target=None, baseline="bla
     classes = _classes(model, images, target, preprocess, chunk_size)
     pixels = maps[0].numel()
     counts = torch.linspace(0, pixels, steps + 1, device=images.device).round().long()
-    ranks = _ranks(maps)
+    ranks = pixel_ranks(maps, ties=ties, seed=seed)
     source, replacement = (images, fill) if mode == "deletion" else (fill, images)
 
     def perturbed(flat):
@@ -179,30 +181,31 @@ def insertion_auc(model, images, maps, **options):
     return perturbation_curves(model, images, maps, mode="insertion", **options).auc
 
 
-def localisation_scores(maps, masks, *, k="mask", tolerance=0):
+def localisation_scores(maps, masks, *, k="mask", tolerance=0, ties="random", seed=0):
     """Pointing game, top-k IoU and energy in mask of a batch: ``{metric: length-N tensor}``.
 
     The maps must be non-negative (energy needs it): score signed maps (gradients, finite
     differences) by their size, ``maps.abs()``.
     """
     return {"pointing_game": pointing_game(maps, masks, tolerance=tolerance),
-            "top_k_iou": top_k_iou(maps, masks, k=k),
+            "top_k_iou": top_k_iou(maps, masks, k=k, ties=ties, seed=seed),
             "energy_in_mask": energy_in_mask(maps, masks)}
 
 
 def explanation_scores(model, images, maps, masks, target=None, *, k="mask", tolerance=0,
                        baseline="blur", steps=20, output="probability", blur_sigma=5.0,
-                       preprocess=None, chunk_size=DEFAULT_CHUNK_SIZE, show_progress=True):
+                       ties="random", seed=0, preprocess=None, chunk_size=DEFAULT_CHUNK_SIZE,
+                       show_progress=True):
     """Every metric of this module for one batch of maps: ``{metric: length-N tensor}``.
 
     The localisation metrics as in :func:`localisation_scores`, then ``deletion_auc`` and
     ``insertion_auc`` with the given baseline (see :func:`perturbation_curves`). Feed the
     result, per method and network, to :func:`summarise`.
     """
-    scores = localisation_scores(maps, masks, k=k, tolerance=tolerance)
+    scores = localisation_scores(maps, masks, k=k, tolerance=tolerance, ties=ties, seed=seed)
     options = dict(target=target, baseline=baseline, steps=steps, output=output,
-                   blur_sigma=blur_sigma, preprocess=preprocess, chunk_size=chunk_size,
-                   show_progress=show_progress)
+                   blur_sigma=blur_sigma, ties=ties, seed=seed, preprocess=preprocess,
+                   chunk_size=chunk_size, show_progress=show_progress)
     for mode in MODES:
         scores[f"{mode}_auc"] = perturbation_curves(model, images, maps, mode=mode,
                                                     **options).auc
@@ -276,10 +279,22 @@ def gaussian_blur(images, sigma):
     return F.conv2d(blurred, cols, groups=channels)
 
 
-def _ranks(maps):
-    """Each pixel's rank in its map, 0 for the highest; ties in row-major order. ``N x HW``."""
+def pixel_ranks(maps, *, ties="random", seed=0):
+    """Each pixel's rank in its map, 0 for the highest: an ``N x (H W)`` long tensor.
+
+    ``ties="random"`` orders pixels with equal values at random (seeded by ``seed``), so a
+    plateau - e.g. the zeros that Grad-CAM's ReLU leaves - is removed evenly rather than from
+    the top of the image down; ``"row-major"`` keeps them in reading order.
+    """
+    _check_choice("ties", ties, TIES)
     flat = maps.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    if ties == "random":
+        generator = torch.Generator().manual_seed(seed)
+        shuffle = torch.rand(flat.shape, generator=generator).argsort(dim=1).to(flat.device)
+        order = shuffle.gather(1, torch.argsort(flat.gather(1, shuffle), dim=1,
+                                                descending=True, stable=True))
+    else:
+        order = torch.argsort(flat, dim=1, descending=True, stable=True)
     positions = torch.arange(flat.shape[1], device=flat.device).expand_as(order)
     return torch.empty_like(order).scatter_(1, order, positions)
 

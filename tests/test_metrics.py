@@ -59,10 +59,27 @@ def test_top_k_percent_takes_that_many_pixels():
     assert metrics.top_k_iou(maps, masks, k=50).item() == pytest.approx(8 / 40)
 
 
-def test_ties_are_broken_in_row_major_order():
+def test_ties_in_row_major_order():
     masks = batch(square_mask(side=4))
     maps = torch.ones(1, 1, 8, 8)  # every pixel tied: the first 16 in row-major order win
-    assert metrics.top_k_iou(maps, masks).item() == 0.0
+    assert metrics.top_k_iou(maps, masks, ties="row-major").item() == 0.0
+
+
+def test_random_ties_reorder_only_equal_values():
+    maps = torch.tensor([[0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 2.0, 0.0]]).repeat(500, 1)
+    ranks = metrics.pixel_ranks(maps, seed=3)
+    assert torch.equal(ranks, metrics.pixel_ranks(maps, seed=3))  # seeded
+    assert set(ranks[:, [1, 6]].flatten().tolist()) == {0, 1}  # the two 2s come first
+    assert torch.all(ranks[:, 3] == 2)  # then the 1
+    zeros = ranks[:, [0, 2, 4, 5, 7]]
+    assert set(zeros.flatten().tolist()) == {3, 4, 5, 6, 7}
+    # Each zero is equally likely to go first among the zeros.
+    first = (zeros == 3).float().mean(dim=0)
+    torch.testing.assert_close(first, torch.full((5,), 0.2), atol=0.07, rtol=0)
+    row_major = metrics.pixel_ranks(maps[:1], ties="row-major")
+    assert row_major.tolist() == [[3, 0, 4, 2, 5, 6, 1, 7]]
+    with pytest.raises(ValueError, match="ties"):
+        metrics.pixel_ranks(maps, ties="first")
 
 
 def test_pointing_game_tolerance_in_pixels():
