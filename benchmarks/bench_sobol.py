@@ -1,6 +1,7 @@
 """lib.sobol against SALib, timed side by side in one run on the same data.
 
     .venv/bin/python benchmarks/bench_sobol.py [--log2-n 16] [--dims 8] [--resamples 100]
+                                               [--repeats 5] [--threads T]
 
 1. ``analyze``: SALib's ``analyze.sobol.analyze`` and ``lib.sobol.analyze`` on the same Y
    (second order, the same bootstrap seed); prints both times, their ratio and the largest
@@ -8,8 +9,10 @@
 2. End to end, sample + evaluate + analyze for a small MLP (D -> 16 -> 16 -> 1, sigmoid): ours
    on ``lib.device()``, and SALib's sampler and analyser around the same model for reference.
 
-Times are the best of ``--repeats`` runs (SALib's analyze: one run, it is the slow side).
-The machine's load average is printed, since other work on the same cores slows both sides.
+Times are the best of ``--repeats`` runs (SALib: one run, it is the slow side), as wall time
+and as CPU time of this process. The machine's load average is printed: other work on the same
+cores slows both sides, and the wall-time ratio with them. On a machine whose cores are busy
+with other work, ``--threads 1`` avoids torch waiting for its own descheduled threads.
 """
 import argparse
 import os
@@ -29,15 +32,23 @@ from lib import sobol  # noqa: E402
 
 
 def best_time(run, repeats: int):
-    """(best wall time in seconds, result of the last run)."""
-    best, result = float("inf"), None
+    """Best wall time and best CPU time (all threads of this process) in seconds, and the
+    result of the last run. The CPU time is less sensitive to other work on the machine."""
+    wall, cpu, result = float("inf"), float("inf"), None
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = run()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        wall = min(wall, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
+    return wall, cpu, result
+
+
+def report(label: str, salib, ours, note: str = "") -> None:
+    print(f"{label:9s} wall: SALib {salib[0]:7.3f} s | lib.sobol {ours[0]:7.4f} s | ratio "
+          f"{salib[0] / ours[0]:6.1f}x    cpu: SALib {salib[1]:7.3f} s | lib.sobol "
+          f"{ours[1]:7.4f} s | ratio {salib[1] / ours[1]:6.1f}x{note}")
 
 
 def make_problem(D: int) -> dict:
@@ -59,15 +70,13 @@ def largest_difference(ours, theirs) -> float:
 def bench_analyze(problem, N, resamples, repeats, dev):
     X = sobol.sample(problem, N, seed=1)
     Y = sobol.evaluate(make_mlp(problem["num_vars"]).to(dev), X).double().cpu().numpy()[:, 0]
-    start = time.perf_counter()
-    theirs = salib_analyze.analyze(problem, Y, num_resamples=resamples, seed=7)
-    salib_s = time.perf_counter() - start
+    *salib, theirs = best_time(lambda: salib_analyze.analyze(
+        problem, Y, num_resamples=resamples, seed=7), 1)
     Y_dev = torch.as_tensor(Y, device=dev)
-    ours_s, ours = best_time(lambda: sobol.analyze(problem, Y_dev, num_resamples=resamples,
-                                                   seed=7), repeats)
-    print(f"analyze   SALib {salib_s:8.3f} s | lib.sobol {ours_s:8.4f} s | "
-          f"ratio {salib_s / ours_s:7.1f}x | max |difference| "
-          f"{largest_difference(ours, theirs):.1e}")
+    *ours, result = best_time(lambda: sobol.analyze(problem, Y_dev, num_resamples=resamples,
+                                                    seed=7), repeats)
+    report("analyze", salib, ours,
+           f"    max |difference| {largest_difference(result, theirs):.1e}")
 
 
 def bench_end_to_end(problem, N, resamples, repeats, dev):
@@ -83,10 +92,9 @@ def bench_end_to_end(problem, N, resamples, repeats, dev):
         Y = sobol.evaluate(model, X).double().cpu().numpy()[:, 0]
         return salib_analyze.analyze(problem, Y, num_resamples=resamples, seed=7)
 
-    ours_s, _ = best_time(ours, repeats)
-    salib_s, _ = best_time(theirs, 1)
-    print(f"end2end   SALib {salib_s:8.3f} s | lib.sobol {ours_s:8.4f} s | "
-          f"ratio {salib_s / ours_s:7.1f}x   (sample + evaluate MLP + analyze)")
+    *mine, _ = best_time(ours, repeats)
+    *salib, _ = best_time(theirs, 1)
+    report("end2end", salib, mine, "    (sample + evaluate MLP + analyze)")
 
 
 def main(argv=None) -> None:
@@ -96,7 +104,11 @@ def main(argv=None) -> None:
     parser.add_argument("--dims", type=int, default=8)
     parser.add_argument("--resamples", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice, one per core)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = lib.device()
     problem, N = make_problem(args.dims), 2 ** args.log2_n
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
