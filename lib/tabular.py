@@ -61,10 +61,10 @@ def _check_values(frame: pd.DataFrame, features, target) -> None:
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise TypeError(f"columns {non_numeric} are not numeric; every column must hold numbers")
-    values = frame[list(features)].to_numpy(dtype=float)
-    if np.isinf(values).any():
-        raise ValueError(f"features {list(frame[list(features)].columns[np.isinf(values).any(0)])}"
-                         f" hold inf; give finite values or NaN for missing ones")
+    infinite = [f for f in features if np.isinf(frame[f].to_numpy(dtype=float)).any()]
+    if infinite:
+        raise ValueError(f"features {infinite} hold inf; give finite values, or NaN for "
+                         f"missing ones")
     all_missing = [f for f in features if frame[f].isna().all()]
     if all_missing:
         raise ValueError(f"features {all_missing} have no observed value (all NaN); drop them "
@@ -117,7 +117,8 @@ class CVSplits:
         return self.fit | self.val
 
     @property
-    def num_folds(self) -> int:
+    def num_splits(self) -> int:
+        """All (repeat, fold) splits: n_repeats * n_folds."""
         return self.test.shape[0]
 
     def test_train_ratio(self) -> float:
@@ -525,7 +526,8 @@ def corrected_interval(values, ratio: float, conf_level: float = 0.95) -> tuple:
     J = values.size
     if J < 2:
         raise ValueError("need at least two fold values for an interval")
-    half = stats.t.ppf(0.5 + conf_level / 2, J - 1) * math.sqrt((1 / J + ratio) * values.var(ddof=1))
+    quantile = stats.t.ppf(0.5 + conf_level / 2, J - 1)
+    half = quantile * math.sqrt((1 / J + ratio) * values.var(ddof=1))
     mean = values.mean()
     return mean, mean - half, mean + half
 
@@ -567,7 +569,7 @@ def summarize(metrics: pd.DataFrame, ratio: float, by=(), conf_level: float = 0.
         return pd.Series(out)
     if not by:
         return one(metrics).to_frame().T
-    return metrics.groupby(list(by), sort=False).apply(one, include_groups=False)
+    return metrics.groupby(list(by), sort=False)[list(METRICS)].apply(one)
 
 
 # -------------------------------------------------------------------- cross-validation
@@ -602,7 +604,7 @@ def cross_validate(X, y, splits: CVSplits, config: MLPConfig = MLPConfig(), *,
     initial weights (seeded by ``seed`` and the fold), so subsets are compared like for like.
     Models are trained ``chunk_models`` at a time (default ``TRAIN_CHUNK_MODELS``).
     """
-    D, F = X.shape[1], splits.num_folds
+    D, F = X.shape[1], splits.num_splits
     masks = _check_masks(torch.ones(1, D) if input_masks is None else input_masks, D)
     prep = fit_preprocessing(X, splits.train, features)
     S = masks.shape[0]
@@ -665,14 +667,14 @@ def cross_validate_logistic(X, y, splits: CVSplits, C: float = 1.0) -> pd.DataFr
     from sklearn.preprocessing import StandardScaler
 
     values, labels = X.cpu().double().numpy(), y.cpu().numpy()
-    logits = np.empty((splits.num_folds, labels.size))
+    logits = np.empty((splits.num_splits, labels.size))
     for f, rows in enumerate(splits.train.cpu().numpy()):
         pipeline = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
                                  LogisticRegression(C=C, max_iter=1000))
         pipeline.fit(values[rows], labels[rows])
         logits[f] = pipeline.decision_function(values)
     scores = binary_metrics(torch.tensor(logits), y.cpu(), splits.test.cpu())
-    return pd.DataFrame({"fold": np.arange(splits.num_folds),
+    return pd.DataFrame({"fold": np.arange(splits.num_splits),
                          **{k: v.numpy() for k, v in scores.items()}})
 
 
@@ -696,13 +698,17 @@ def cached_cross_validate(X, y, splits: CVSplits, config: MLPConfig = MLPConfig(
     return result
 
 
-def interval_table(summary: pd.DataFrame, metrics=METRICS, digits: int = 3) -> pd.DataFrame:
-    """``summarize`` output as text cells "mean [low, high]", rounded to ``digits``."""
+def interval_table(summary: pd.DataFrame, names=METRICS, digits: int = 3) -> pd.DataFrame:
+    """Text cells "mean [low, high]" rounded to ``digits``, one column per name in ``names``.
+
+    ``summary`` has columns ``(name, "mean" | "low" | "high")``, as ``summarize`` and
+    ``indices_over_models`` return.
+    """
     def cell(row, name):
         mean, low, high = (row[(name, part)] for part in ("mean", "low", "high"))
         return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
     return pd.DataFrame({name: [cell(row, name) for _, row in summary.iterrows()]
-                         for name in metrics}, index=summary.index)
+                         for name in names}, index=summary.index)
 
 
 # --------------------------------------------------------------------------- importance

@@ -73,7 +73,7 @@ def test_non_numeric_or_non_frame_input_is_a_type_error(data):
 def test_splits_partition_rows_and_keep_the_class_balance(data):
     _, _, y = data
     splits = T.cv_splits(y, n_repeats=3, n_folds=4, val_fraction=0.25, seed=0)
-    assert splits.num_folds == 12 and splits.fold_names()[5] == "r1f1"
+    assert splits.num_splits == 12 and splits.fold_names()[5] == "r1f1"
     parts = torch.stack([splits.fit, splits.val, splits.test]).int()
     assert (parts.sum(0) == 1).all()  # every row in exactly one part of every fold
     per_repeat = splits.test.reshape(3, 4, -1).int().sum(1)
