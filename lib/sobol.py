@@ -395,13 +395,21 @@ def bootstrap_weights(N: int, num_resamples: int, seed=None) -> torch.Tensor:
     weights = np.empty((num_resamples + 1, N))
     weights[0] = 1.0
     group = 8  # resamples counted per bincount call: its output then stays in the CPU cache
+    offsets = N * np.arange(group)
+    flat = np.empty((N, group), dtype=np.int64)  # reused: each fresh array costs page faults
     for start in range(0, num_resamples, group):
-        columns = draws[:, start:start + group]
-        width = columns.shape[1]
-        flat = (columns + N * np.arange(width)).ravel()
-        weights[1 + start:1 + start + width] = np.bincount(flat, minlength=N * width) \
-            .reshape(width, N)
+        width = min(group, num_resamples - start)
+        np.add(draws[:, start:start + width], offsets[:width], out=flat[:, :width])
+        counts = np.bincount(flat[:, :width].ravel(), minlength=N * width)
+        weights[1 + start:1 + start + width] = counts.reshape(width, N)
     return torch.from_numpy(weights)
+
+
+def _pair_index(D: int, device) -> tuple:
+    """The pairs i < j ordered by j - i, then i: (0,1), (1,2), ..., (0,2), ..., (0,D-1)."""
+    pairs = [(i, i + offset) for offset in range(1, D) for i in range(D - offset)]
+    index = torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
+    return index[:, 0], index[:, 1]
 
 
 def _num_terms(D: int, second_order: bool) -> int:
@@ -459,7 +467,8 @@ def _sample_terms(c: SaltelliBlocks, pairs, out: torch.Tensor) -> torch.Tensor:
     """Write the per-sample terms whose means give every estimator into ``out`` (n, terms, K).
 
     Terms: A + B and A^2 + B^2 (the variance of A and B pooled), B (AB_i - A) (first order),
-    (AB_i - A)^2 (total order), BA_i AB_j - A B for i < j (second order).
+    (AB_i - A)^2 (total order), BA_i AB_j - A B for i < j (second order), the pairs in the
+    order of ``_pair_index``.
     """
     D = c.AB.shape[1]
     a, b = c.A[:, None], c.B[:, None]
@@ -469,7 +478,13 @@ def _sample_terms(c: SaltelliBlocks, pairs, out: torch.Tensor) -> torch.Tensor:
     torch.mul(b, diff, out=out[:, 2:2 + D])
     torch.mul(diff, diff, out=out[:, 2 + D:2 + 2 * D])
     if c.BA is not None:
-        torch.addcmul(-(a * b), c.BA[:, pairs[0]], c.AB[:, pairs[1]], out=out[:, 2 + 2 * D:])
+        minus_ab, start = -(a * b), 2 + 2 * D
+        # pairs (i, i + offset) for all i at once: slices, not a gather (slow on the CPU)
+        for offset in range(1, D):
+            stop = start + D - offset
+            torch.addcmul(minus_ab, c.BA[:, :D - offset], c.AB[:, offset:],
+                          out=out[:, start:stop])
+            start = stop
     return out
 
 
@@ -566,7 +581,7 @@ def estimate_indices(blocks: SaltelliBlocks, *, num_resamples: int = 100,
     flat = _flat_blocks(blocks)
     N, D, K = flat.AB.shape
     _check_estimator_args(N, num_resamples, conf_level)
-    pairs = torch.triu_indices(D, D, offset=1, device=flat.A.device)
+    pairs = _pair_index(D, flat.A.device)
     num_terms = _num_terms(D, flat.BA is not None)
     chunk_size = chunk_size or max(1, TERMS_BUDGET_BYTES // (8 * num_terms * K))
     slices = _row_slices(N, int(chunk_size))
