@@ -6,7 +6,7 @@ Saltelli design as ``SALib.sample.sobol.sample`` row for row; ``analyze`` gives 
 numbers as ``SALib.analyze.sobol.analyze`` (first order of Saltelli et al. 2010, total order of
 Jansen 1999, second order of Saltelli 2002, on the standardised output; confidence intervals
 from the same bootstrap resamples), but for every output column at once and without a Python
-loop over inputs or resamples: each bootstrap replicate's means come from one matrix product
+loop over resamples or indices: every bootstrap replicate's means come from one matrix product
 of a resample-count matrix with a matrix of per-sample terms.
 
 Sobol' indices decompose the output variance over *independent* inputs. Correlated inputs
