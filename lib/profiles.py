@@ -19,6 +19,7 @@ OVERRIDES = {
         "04-diabetes-sobol": {"n_repeats": 2, "n_folds": 2, "max_epochs": 30, "patience": 10,
                               "log2_N": 8, "num_resamples": 20, "n_permutation_repeats": 2,
                               "n_seed_checks": 1, "n_random_orderings": 2},
+        "05-cnns": {"n_boot": 200, "n_examples": 2},
     },
     "book": {},
     "paper": {
@@ -27,6 +28,19 @@ OVERRIDES = {
         "04-diabetes-sobol": {"n_repeats": 10, "log2_N": 15, "n_seed_checks": 5,
                               "n_random_orderings": 20},
     },
+}
+
+
+# Training of the ultrasound CNNs (lib.train.TrainConfig) per profile: settings shared by both
+# networks, then per-architecture entries that take precedence. Changing any value retrains.
+CNN_TRAINING = {
+    "smoke": {"image_size": 32, "epochs": 1, "batch_size": 16, "lr": 1e-3,
+              "weight_decay": 1e-4, "patience": 1, "train_subset": 64, "val_subset": 32},
+    "book": {"image_size": 96, "epochs": 30, "batch_size": 32, "lr": 2e-3,
+             "weight_decay": 5e-4, "patience": 8,
+             "vgg16": {"epochs": 15}},
+    "paper": {"image_size": 224, "epochs": 60, "batch_size": 32, "lr": 1e-3,
+              "weight_decay": 5e-4, "patience": 12},
 }
 
 

@@ -1,0 +1,124 @@
+"""Classification metrics and their bootstrap: equal to scikit-learn, replicate by replicate."""
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from lib import evaluate
+
+
+def random_case(n=120, k=3, seed=0, ties=False):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(k, (n,), generator=generator)
+    logits = torch.randn(n, k, generator=generator) + 1.5 * torch.nn.functional.one_hot(labels, k)
+    scores = logits.softmax(dim=1)
+    if ties:  # few distinct values, so many tied scores
+        scores = (scores * 4).round() / 4
+    return labels, scores
+
+
+def sklearn_metrics(labels, scores):
+    y, p = labels.numpy(), scores.numpy()
+    pred = p.argmax(axis=1)
+    k = p.shape[1]
+    return {"accuracy": skm.accuracy_score(y, pred),
+            "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+            "macro_f1": skm.f1_score(y, pred, average="macro", labels=list(range(k)),
+                                     zero_division=0),
+            # one-vs-rest macro AUC, spelled out so it also takes tied, unnormalised scores
+            "auc_ovr": np.mean([skm.roc_auc_score(y == c, p[:, c]) for c in range(k)])}
+
+
+def test_spelled_out_auc_is_sklearns_multiclass_ovr():
+    labels, scores = random_case(k=4, seed=5)
+    assert sklearn_metrics(labels, scores)["auc_ovr"] == pytest.approx(
+        skm.roc_auc_score(labels.numpy(), scores.numpy(), multi_class="ovr", average="macro"),
+        abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_point_metrics_equal_sklearn(k, ties):
+    labels, scores = random_case(k=k, seed=k, ties=ties)
+    expected = sklearn_metrics(labels, scores)
+    ours = evaluate.metrics(labels, scores)
+    for name in evaluate.METRICS:
+        assert ours[name] == pytest.approx(expected[name], abs=1e-12), name
+
+
+def test_confusion_matrix_equals_sklearn():
+    labels, scores = random_case(k=4, seed=3)
+    preds = scores.argmax(dim=1)
+    ours = evaluate.confusion_matrix(labels, preds, 4).numpy()
+    assert np.array_equal(ours, skm.confusion_matrix(labels.numpy(), preds.numpy(),
+                                                     labels=[0, 1, 2, 3]))
+
+
+def test_each_bootstrap_replicate_equals_sklearn_on_that_resample():
+    labels, scores = random_case(n=60, seed=1, ties=True)
+    counts = evaluate.bootstrap_counts(60, n_boot=5, seed=7)
+    replicates = evaluate.replicate_metrics(labels, scores, counts)
+    for row in range(5):
+        index = torch.repeat_interleave(torch.arange(60), counts[row].long())
+        expected = sklearn_metrics(labels[index], scores[index])
+        for name in evaluate.METRICS:
+            assert replicates[name][row].item() == pytest.approx(expected[name], abs=1e-12)
+
+
+def test_bootstrap_counts_are_resamples_of_the_right_size():
+    counts = evaluate.bootstrap_counts(50, n_boot=200, seed=0)
+    assert counts.shape == (200, 50)
+    assert torch.all(counts.sum(dim=1) == 50)
+    assert torch.equal(counts, evaluate.bootstrap_counts(50, n_boot=200, seed=0))
+    assert not torch.equal(counts, evaluate.bootstrap_counts(50, n_boot=200, seed=1))
+    # each case is drawn once per resample on average
+    assert counts.mean().item() == pytest.approx(1.0)
+
+
+def test_bootstrap_table_is_reproducible_and_brackets_the_estimate():
+    labels, scores = random_case(n=200, seed=2)
+    table = evaluate.bootstrap_metrics(labels, scores, n_boot=400, seed=0, chunk_size=64)
+    again = evaluate.bootstrap_metrics(labels, scores, n_boot=400, seed=0, chunk_size=400)
+    assert list(table.index) == list(evaluate.METRICS)
+    assert np.allclose(table.values, again.values, rtol=0, atol=1e-12)  # chunking is invisible
+    assert (table["ci_low"] <= table["estimate"]).all()
+    assert (table["estimate"] <= table["ci_high"]).all()
+    assert (table["ci_high"] - table["ci_low"] > 0).all()
+
+
+def test_interval_shrinks_with_more_cases():
+    small = evaluate.bootstrap_metrics(*random_case(n=50, seed=4), n_boot=500)
+    large = evaluate.bootstrap_metrics(*random_case(n=800, seed=4), n_boot=500)
+    width = lambda table: table["ci_high"] - table["ci_low"]  # noqa: E731
+    assert (width(large) < width(small)).all()
+
+
+def test_auc_is_nan_when_a_class_is_missing_from_a_replicate():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    scores = torch.eye(3)[labels].double()
+    counts = torch.tensor([[1.0, 1, 1, 1, 1, 1], [2.0, 2, 1, 1, 0, 0]])
+    result = evaluate.replicate_metrics(labels, scores, counts)
+    assert result["auc_ovr"][0].item() == 1.0
+    assert torch.isnan(result["auc_ovr"][1])
+    # balanced accuracy averages over the classes present, as scikit-learn does
+    assert result["balanced_accuracy"][1].item() == 1.0
+
+
+@pytest.mark.parametrize("labels, scores, message", [
+    (torch.tensor([0, 1]), torch.rand(3, 3), "one label per row"),
+    (torch.tensor([0, 3]), torch.rand(2, 3), r"integers in \[0, 2\]"),
+    (torch.tensor([0.0, 1.0]), torch.rand(2, 3), "integers"),
+    (torch.tensor([0, 1]), torch.rand(2), "N x K"),
+    (torch.tensor([0, 1]), torch.tensor([[0.5, float("nan")], [0.5, 0.5]]), "NaN"),
+])
+def test_bad_input_is_rejected(labels, scores, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate.metrics(labels, scores)
+
+
+def test_bad_bootstrap_settings_are_rejected():
+    labels, scores = random_case(n=20)
+    with pytest.raises(ValueError, match="n_boot"):
+        evaluate.bootstrap_metrics(labels, scores, n_boot=1)
+    with pytest.raises(ValueError, match="level"):
+        evaluate.bootstrap_metrics(labels, scores, level=95)

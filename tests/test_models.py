@@ -1,0 +1,211 @@
+"""The ultrasound CNNs: architectures, ImageNet weights offline, cached trained checkpoints."""
+import urllib.error
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from lib import cache, data, models, paths, train
+
+CLASSES = ["normal", "benign", "malignant"]
+
+
+@pytest.fixture(scope="module")
+def networks():
+    torch.manual_seed(0)
+    return {arch: models.build(arch).eval() for arch in models.ARCHS}
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_networks_score_three_classes_for_grayscale_input(networks, arch):
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        scores = networks[arch](images)
+        replicated = networks[arch](images.expand(-1, 3, -1, -1))
+    assert scores.shape == (2, 3)
+    assert torch.equal(scores, replicated)
+
+
+def test_input_step_replicates_and_normalises_with_imagenet_statistics():
+    images = torch.rand(2, 1, 4, 4)
+    prepared = models.GrayscaleToImageNet()(images)
+    for channel in range(3):
+        expected = (images[:, 0] - models.IMAGENET_MEAN[channel]) / models.IMAGENET_STD[channel]
+        assert torch.allclose(prepared[:, channel], expected)
+
+
+def test_wrong_number_of_channels_is_rejected(networks):
+    with pytest.raises(ValueError, match="N x 1 x H x W"):
+        networks["resnet18"](torch.rand(2, 2, 32, 32))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"arch": "alexnet"}, "valid architectures: vgg16, resnet18"),
+    ({"arch": "resnet18", "weights": "IMAGENET1K_V1"}, "valid weights"),
+    ({"arch": "resnet18", "num_classes": 1}, "num_classes must be an integer >= 2"),
+])
+def test_bad_build_arguments_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        models.build(**kwargs)
+
+
+def test_target_layers_are_the_last_convolutional_blocks(networks):
+    resnet, vgg = networks["resnet18"], networks["vgg16"]
+    assert models.target_layer(resnet) is resnet.net.layer4
+    layer = models.target_layer(vgg)
+    features = list(vgg.net.features)
+    position = features.index(layer)
+    assert isinstance(layer, nn.ReLU)
+    assert isinstance(features[position - 2], nn.Conv2d)
+    assert not any(isinstance(m, nn.Conv2d) for m in features[position:])
+
+
+@pytest.mark.parametrize("arch, side", [("vgg16", 4), ("resnet18", 2)])
+def test_target_layer_resolution(networks, arch, side):
+    """At 64 px the VGG target keeps 1/16 of the side (before its last pooling), ResNet 1/32."""
+    seen = []
+    layer = models.target_layer(networks[arch])
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    with torch.no_grad():
+        networks[arch](torch.rand(1, 1, 64, 64))
+    handle.remove()
+    assert seen[0][-2:] == (side, side)
+
+
+def test_vgg_head_is_compact_and_takes_any_size(networks):
+    vgg = networks["vgg16"]
+    head = models.count_parameters(vgg.net.classifier)
+    assert head == 512 * 256 + 256 + 256 * 3 + 3
+    with torch.no_grad():
+        assert vgg(torch.rand(1, 1, 48, 48)).shape == (1, 3)
+
+
+def test_predictions_do_not_depend_on_the_chunk_size(networks):
+    images = torch.rand(7, 1, 32, 32)
+    whole = models.predict_logits(networks["resnet18"], images, chunk_size=7)
+    chunked = models.predict_logits(networks["resnet18"], images, chunk_size=3)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    probs = models.predict_proba(networks["resnet18"], images, chunk_size=2)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(7, dtype=probs.dtype))
+    with pytest.raises(ValueError, match="chunk_size"):
+        models.predict_logits(networks["resnet18"], images, chunk_size=0)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty torch hub cache and no network: any download attempt fails."""
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return tmp_path
+
+
+@pytest.mark.parametrize("arch", models.ARCHS)
+def test_imagenet_weights_offline_fail_with_a_clear_message(offline_hub, arch):
+    assert not models.imagenet_weights_available(arch)
+    with pytest.raises(models.WeightsUnavailableError) as error:
+        models.build(arch, weights="imagenet")
+    message = str(error.value)
+    assert "could not be downloaded" in message
+    assert str(models.weights_file(arch)) in message
+    assert "weights=None" in message
+
+
+def test_cached_imagenet_weights_load_without_the_network(offline_hub):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18()
+    target = models.weights_file("resnet18")
+    target.parent.mkdir(parents=True)
+    torch.save(reference.state_dict(), target)
+    assert models.imagenet_weights_available("resnet18")
+    model = models.build("resnet18", weights="imagenet")
+    assert torch.equal(model.net.conv1.weight, reference.conv1.weight)
+    assert torch.equal(model.net.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert model.net.fc.out_features == 3  # the ImageNet head is replaced
+
+
+# --- trained checkpoints, on a synthetic stand-in for BUSI ---------------------------------
+
+def fake_busi(split, size=256):
+    """Twelve images per class whose brightness is the class, different for each split."""
+    seed = {"train": 0, "val": 1, "test": 2}[split]
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(36) % 3
+    images = 0.1 * torch.rand(36, 1, size, size, generator=generator)
+    images[:, :, 4:-4, 4:-4] += 0.3 * labels.view(-1, 1, 1, 1)
+    return SimpleNamespace(images=images, labels=labels, classes=CLASSES,
+                           masks=torch.zeros_like(images), names=[f"{i}.png" for i in range(36)])
+
+
+@pytest.fixture
+def trained_setup(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(data, "load_busi", fake_busi)
+    monkeypatch.setattr(cache, "data_digest", lambda: "synthetic")
+    monkeypatch.setenv("NNSA_DEVICE", "cpu")
+    return tmp_path
+
+
+def test_load_trained_trains_once_then_reuses_the_checkpoint(trained_setup, monkeypatch, capsys):
+    model, run = models.load_trained("resnet18", "smoke")
+    assert "training resnet18 from scratch" in capsys.readouterr().out
+    assert not model.training
+    assert run.config == train.config_for("resnet18", "smoke")
+    assert len(run.history["val_loss"]) == run.epochs_run
+    images = fake_busi("test", run.config.image_size).images
+    expected = models.predict_logits(model, images)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached checkpoint must not be retrained")
+
+    monkeypatch.setattr(train, "train_checkpoint", no_training)
+    again, run_again = models.load_trained("resnet18", "smoke")
+    assert torch.equal(models.predict_logits(again, images), expected)
+    assert run_again.history == run.history
+
+
+def test_a_corrupt_checkpoint_is_retrained_not_loaded(trained_setup, capsys):
+    models.load_trained("resnet18", "smoke")
+    (entry,) = (trained_setup / "models").glob("resnet18-smoke-*.pt")
+    entry.write_bytes(entry.read_bytes()[:1000])
+    model, _ = models.load_trained("resnet18", "smoke")
+    assert "corrupt" in capsys.readouterr().out
+    assert cache.is_valid(entry)
+
+
+def test_training_is_repeatable_and_leaves_the_global_random_state_alone(trained_setup):
+    before = torch.get_rng_state()
+    first, _ = models.load_trained("resnet18", "smoke", verbose=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    for entry in (trained_setup / "models").iterdir():
+        entry.unlink()
+    second, _ = models.load_trained("resnet18", "smoke", verbose=False)
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[name]), name
+
+
+def test_checkpoint_key_sees_seed_settings_data_and_code(trained_setup, monkeypatch):
+    config = train.config_for("resnet18", "smoke")
+    key = models.checkpoint_key("resnet18", config, None, 0)
+    assert models.checkpoint_key("resnet18", config, None, 1) != key
+    assert models.checkpoint_key("resnet18", config, "imagenet", 0) != key
+    assert models.checkpoint_key("vgg16", config, None, 0) != key
+    changed = train.config_for("resnet18", "smoke", epochs=2)
+    assert models.checkpoint_key("resnet18", changed, None, 0) != key
+    monkeypatch.setattr(cache, "data_digest", lambda: "other data")
+    assert models.checkpoint_key("resnet18", config, None, 0) != key
+    monkeypatch.setattr(cache, "lib_source_digest", lambda names: "edited " + ",".join(names))
+    assert models.checkpoint_key("resnet18", config, None, 0) != key
+
+
+def test_load_trained_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="valid architectures"):
+        models.load_trained("alexnet", "smoke")
+    with pytest.raises(ValueError, match="valid profiles"):
+        models.load_trained("resnet18", "huge")
+    with pytest.raises(ValueError, match="valid weights"):
+        models.load_trained("resnet18", "smoke", weights="IMAGENET1K_V1")

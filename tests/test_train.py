@@ -1,0 +1,191 @@
+"""The CNN training loop: settings per profile, augmentation, class weights, early stopping."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lib import profiles, train
+
+
+class TinyNet(nn.Module):
+    """A small CNN without batch normalisation: fast, and its eval output is exactly repeatable."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+
+    def forward(self, images):
+        return self.body(images)
+
+
+class FrozenNet(nn.Module):
+    """Scores that no parameter can change: the validation loss never improves."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Parameter(torch.zeros(1))
+        self.register_buffer("scores", torch.tensor([0.2, 0.1, -0.3]))
+
+    def forward(self, images):
+        return self.scores.expand(len(images), 3) + 0 * self.unused
+
+
+def blobs(n=48, size=16, seed=0):
+    """Noise with a square whose brightness is the class: none, dim, bright."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = 0.1 * torch.rand(n, 1, size, size, generator=generator)
+    images[:, :, 3:size - 3, 3:size - 3] += 0.4 * labels.view(-1, 1, 1, 1)
+    return images.clamp(0, 1), labels
+
+
+def small_config(**changes):
+    settings = dict(image_size=16, epochs=3, batch_size=8, lr=1e-2, weight_decay=0.0,
+                    patience=10)
+    settings.update(changes)
+    return train.TrainConfig(**settings)
+
+
+@pytest.mark.parametrize("profile", profiles.PROFILES)
+@pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
+def test_every_profile_has_a_valid_config(profile, arch):
+    config = train.config_for(arch, profile)
+    assert isinstance(config, train.TrainConfig)
+    assert isinstance(config.augment, train.Augmentation)
+    if profile == "paper":
+        assert config.image_size == 224
+
+
+def test_per_architecture_settings_take_precedence(monkeypatch):
+    monkeypatch.setitem(profiles.CNN_TRAINING, "book", {
+        "image_size": 64, "epochs": 20, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.0,
+        "patience": 3, "vgg16": {"epochs": 7}, "augment": {"rotate": 5.0}})
+    assert train.config_for("vgg16", "book").epochs == 7
+    assert train.config_for("resnet18", "book").epochs == 20
+    assert train.config_for("resnet18", "book").augment.rotate == 5.0
+    assert train.config_for("resnet18", "book", epochs=2).epochs == 2
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochz": 3}, "unknown training setting.*valid settings: image_size"),
+    ({"augment": {"vflip": True}}, "unknown augmentation.*valid augmentations: hflip"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"lr": -1.0}, "lr must be > 0"),
+    ({"augment": {"scale": 1.5}}, "scale and contrast must be below 1"),
+    ({"train_subset": 1}, "train_subset must be None or an integer >= 2"),
+])
+def test_bad_settings_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        train.config_for("resnet18", "smoke", **changes)
+
+
+def test_unknown_profile_and_arch_are_rejected():
+    with pytest.raises(ValueError, match="valid profiles"):
+        train.config_for("resnet18", "huge")
+    with pytest.raises(ValueError, match="valid architectures"):
+        train.config_for("alexnet", "book")
+
+
+def test_augment_keeps_shape_and_range_and_repeats_with_the_seed():
+    images, _ = blobs(n=12, size=24)
+    aug = train.Augmentation()
+    first = train.augment(images, aug, torch.Generator().manual_seed(3))
+    again = train.augment(images, aug, torch.Generator().manual_seed(3))
+    other = train.augment(images, aug, torch.Generator().manual_seed(4))
+    assert first.shape == images.shape
+    assert 0 <= first.min() and first.max() <= 1
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert not torch.allclose(first, images, atol=1e-3)
+
+
+def test_augment_with_nothing_switched_on_is_the_identity():
+    images, _ = blobs(n=6, size=20)
+    off = train.Augmentation(hflip=False, rotate=0, scale=0, shift=0, gain=0, contrast=0,
+                             speckle=0)
+    assert torch.allclose(train.augment(images, off, torch.Generator().manual_seed(0)), images,
+                          atol=1e-6)
+
+
+def test_flips_are_left_right_only():
+    images = torch.rand(64, 1, 10, 10)
+    flips = train.Augmentation(hflip=True, rotate=0, scale=0, shift=0, gain=0, contrast=0,
+                               speckle=0)
+    out = train.augment(images, flips, torch.Generator().manual_seed(0))
+    same = torch.isclose(out, images, atol=1e-6).flatten(1).all(dim=1)
+    mirrored = torch.isclose(out, images.flip(-1), atol=1e-6).flatten(1).all(dim=1)
+    assert torch.all(same ^ mirrored)
+    assert same.any() and mirrored.any()
+
+
+def test_class_weights_make_every_class_count_equally():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2])
+    weights = train.class_weights(labels, 3)
+    counts = torch.bincount(labels).float()
+    assert torch.allclose(weights * counts, torch.full((3,), len(labels) / 3))
+    with pytest.raises(ValueError, match=r"class\(es\) \[2\] have no training images"):
+        train.class_weights(torch.tensor([0, 1, 1]), 3)
+
+
+def test_accuracies():
+    logits = torch.eye(3)[[0, 0, 1, 2, 2, 2]]
+    labels = torch.tensor([0, 1, 1, 2, 2, 0])
+    accuracy, balanced = train.accuracies(logits, labels)
+    assert accuracy == pytest.approx(4 / 6)
+    assert balanced == pytest.approx((1 / 2 + 1 / 2 + 2 / 2) / 3)
+
+
+def fit_tiny(seed=0, **changes):
+    torch.manual_seed(seed)
+    model = TinyNet()
+    images, labels = blobs()
+    val = blobs(n=24, seed=1)
+    return model, train.fit(model, (images, labels), val, small_config(**changes), seed=seed)
+
+
+def test_fit_is_repeatable_with_the_same_seed():
+    _, first = fit_tiny(seed=0)
+    _, again = fit_tiny(seed=0)
+    _, other = fit_tiny(seed=1)
+    assert first.history == again.history
+    assert all(torch.equal(first.state_dict[k], again.state_dict[k]) for k in first.state_dict)
+    assert first.history != other.history
+
+
+def test_fit_learns_an_easy_problem():
+    _, result = fit_tiny(epochs=12, lr=3e-2)
+    assert result.history["train_loss"][-1] < 0.7 * result.history["train_loss"][0]
+    assert max(result.history["val_accuracy"]) > 0.6  # chance is 1/3
+
+
+def test_fit_keeps_the_weights_of_the_best_validation_epoch():
+    model, result = fit_tiny(epochs=8, lr=3e-2)
+    losses = result.history["val_loss"]
+    assert result.best_epoch == 1 + losses.index(min(losses))
+    model.load_state_dict(result.state_dict)
+    images, labels = blobs(n=24, seed=1)
+    weights = train.class_weights(blobs()[1], 3)
+    loss = nn.functional.cross_entropy(model.eval()(images), labels, weight=weights).item()
+    assert loss == pytest.approx(min(losses), rel=1e-6)
+
+
+def test_fit_stops_after_patience_epochs_without_improvement():
+    model = FrozenNet()
+    images, labels = blobs()
+    result = train.fit(model, (images, labels), blobs(n=12, seed=1),
+                       small_config(epochs=20, patience=2), seed=0)
+    assert result.best_epoch == 1
+    assert result.epochs_run == 3
+    assert all(len(values) == 3 for values in result.history.values())
+    assert math.isfinite(result.seconds)
+
+
+def test_subset_draws_without_replacement():
+    images, labels = blobs(n=30)
+    small_images, small_labels = train.subset(images, labels, 10, seed=0)
+    assert len(small_labels) == 10
+    rows = {tuple(row.flatten().tolist()) for row in small_images}
+    assert len(rows) == 10
+    assert train.subset(images, labels, None, seed=0)[0] is images
