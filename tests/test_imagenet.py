@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from lib import imagenet
+from lib import imagenet, models
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -82,19 +82,20 @@ def empty_torch_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
 def test_offline_without_cached_weights_fails_clearly(empty_torch_cache, arch):
-    cached = imagenet.weights_cache_path(arch)
+    cached = models.weights_file(arch)
     assert str(cached).startswith(str(empty_torch_cache))
     with pytest.raises(imagenet.WeightsUnavailableError, match="could not be downloaded") as info:
         imagenet.load_model(arch, device="cpu")
-    assert str(cached) in str(info.value) and "efficientnet_lite0" in str(info.value)
-    with pytest.raises(imagenet.WeightsUnavailableError, match="download=False"):
+    assert str(cached) in str(info.value)
+    with pytest.raises(imagenet.WeightsUnavailableError, match="download=False") as info:
         imagenet.load_model(arch, device="cpu", download=False)
+    assert "efficientnet_lite0" in str(info.value)
 
 
 def test_cached_weights_load_without_network(empty_torch_cache):
     # A stand-in for the real file: random weights saved where torch looks for them.
     reference = torchvision.models.resnet18().eval()
-    cached = imagenet.weights_cache_path("resnet18")
+    cached = models.weights_file("resnet18")
     cached.parent.mkdir(parents=True)
     torch.save(reference.state_dict(), cached)
     model = imagenet.load_model("resnet18", device="cpu", download=False)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lib.local import fd_sensitivity, gradient
+from lib.local import correlation, fd_sensitivity, gradient, relative_error
 
 NUM_CLASSES = 5
 
@@ -212,3 +212,13 @@ def test_bad_models_are_rejected(images):
         fd_sensitivity("vgg16", images, 0, 0.1)
     with pytest.raises(ValueError, match="must divide"):
         gradient(small_cnn(torch.nn.ReLU), images, 0, patch=3)
+
+
+def test_map_comparisons():
+    reference = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 0.0, 0.0, 0.0]])
+    maps = torch.stack([2 * reference[0] + 1, -reference[1]])
+    torch.testing.assert_close(correlation(maps, reference), torch.tensor([1.0, -1.0]))
+    expected = torch.tensor([(reference[0] + 1).norm() / reference[0].norm(), 2.0])
+    torch.testing.assert_close(relative_error(maps, reference), expected)
+    with pytest.raises(ValueError, match="same shape"):
+        correlation(maps, reference[:1])
