@@ -45,7 +45,8 @@ def naive_map(model, x, targets, delta, scheme="forward", patch=1, channels="eac
         return (logits.softmax(0) if output == "probability" else logits)[target]
 
     num_images, num_channels, height, width = x.shape
-    groups = [[c] for c in range(num_channels)] if channels == "each" else [list(range(num_channels))]
+    everything = [list(range(num_channels))]
+    groups = [[c] for c in range(num_channels)] if channels == "each" else everything
     result = torch.zeros(num_images, len(groups), height, width, dtype=x.dtype)
     with torch.no_grad():
         for b in range(num_images):
