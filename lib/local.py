@@ -56,7 +56,7 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
             confident prediction shows almost no sensitivity whatever the pixel, and it mixes
             in every other class's logit.
         chunk_size: perturbations per forward; ``None`` picks it from the device's memory
-            (see :func:`auto_chunk_size`).
+            (see :func:`auto_chunk_size`) and halves it whenever a forward runs out of memory.
         show_progress: show a progress bar when the map takes more than one chunk.
 
     Returns:
@@ -70,20 +70,32 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     _check_choice("output", output, OUTPUTS)
     _check_patch(patch, x.shape[-2:])
     layout = _Layout(x.shape, patch, channels)
-    if chunk_size is None:
+    automatic = chunk_size is None
+    if automatic:
         chunk_size = auto_chunk_size(model, x, images_per_step=1 if scheme == "forward" else 2)
     _check_positive_int("chunk_size", chunk_size)
 
     with torch.inference_mode():
         _scores(model, x, target, output, check_target=True)
-        rows = []
-        starts = range(0, layout.count, chunk_size)
-        bar = progress(starts, desc="fd_sensitivity", unit="chunk",
-                       leave=False) if show_progress and len(starts) > 1 else starts
-        for start in bar:
+        rows, start = [], 0
+        bar = progress(total=layout.count, desc="fd_sensitivity", unit="perturbation",
+                       leave=False) if show_progress and chunk_size < layout.count else None
+        while start < layout.count:
             indices = torch.arange(start, min(start + chunk_size, layout.count), device=x.device)
-            steps = layout.steps(indices, x.dtype)  # K x C' x H x W, ones on the perturbed cells
-            rows.append(_differences(model, x, steps, delta, target, output, scheme))
+            try:
+                rows.append(_differences(model, x, layout.steps(indices, x.dtype), delta,
+                                         target, output, scheme))
+            except torch.OutOfMemoryError:
+                if not automatic or chunk_size == 1:
+                    raise
+                chunk_size //= 2  # the estimate was too optimistic: retry smaller chunks
+                _release_cached_memory(x.device)
+                continue
+            start += len(indices)
+            if bar is not None:
+                bar.update(len(indices))
+        if bar is not None:
+            bar.close()
         per_cell = torch.cat(rows).T  # B x perturbations
     return layout.to_map(per_cell)
 
@@ -157,7 +169,6 @@ class _Layout:
         _, num_channels, height, width = shape
         self.patch = patch
         self.channels = num_channels if channels == "each" else 1
-        self.num_channels = num_channels
         self.rows, self.cols = height // patch, width // patch
         self.count = self.channels * self.rows * self.cols
 
@@ -177,6 +188,11 @@ class _Layout:
         if self.patch == 1:
             return cells.contiguous()
         return cells.repeat_interleave(self.patch, dim=-2).repeat_interleave(self.patch, dim=-1)
+
+
+def _release_cached_memory(dev):
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _differences(model, x, steps, delta, target, output, scheme):

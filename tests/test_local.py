@@ -223,3 +223,25 @@ def test_map_comparisons():
     torch.testing.assert_close(relative_error(maps, reference), expected)
     with pytest.raises(ValueError, match="same shape"):
         correlation(maps, reference[:1])
+
+
+class _SmallMemory(torch.nn.Module):
+    """Wraps a model and runs out of memory on forwards of more than ``limit`` images."""
+
+    def __init__(self, model, limit):
+        super().__init__()
+        self.model, self.limit = model, limit
+
+    def forward(self, x):
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"{x.shape[0]} images do not fit")
+        return self.model(x)
+
+
+def test_automatic_chunks_shrink_when_memory_runs_out(relu_net, images):
+    small = _SmallMemory(relu_net, limit=10).eval()
+    shrunk = fd_sensitivity(small, images, TARGETS, 0.3)  # the CPU default asks for 66 images
+    naive = naive_map(relu_net, images, TARGETS, 0.3)
+    torch.testing.assert_close(shrunk, naive, rtol=0, atol=1e-12)
+    with pytest.raises(torch.OutOfMemoryError):
+        fd_sensitivity(small, images, TARGETS, 0.3, chunk_size=32)
