@@ -72,7 +72,7 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     layout = _Layout(x.shape, patch, channels)
     automatic = chunk_size is None
     if automatic:
-        chunk_size = auto_chunk_size(model, x, images_per_step=1 if scheme == "forward" else 2)
+        chunk_size = auto_chunk_size(model, x, scheme)
     _check_positive_int("chunk_size", chunk_size)
 
     with torch.inference_mode():
@@ -140,26 +140,29 @@ def correlation(maps, reference):
     return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1))
 
 
-def auto_chunk_size(model, x, images_per_step=1):
+def auto_chunk_size(model, x, scheme="forward"):
     """Perturbations per forward that fit the device of ``x``.
 
-    ``images_per_step`` is the number of images each perturbation of each image adds to a
-    forward (1 for forward differences, 2 for central ones). On a GPU, the free memory (times
-    ``GPU_MEMORY_SHARE``) is divided by the peak memory of one forward of ``x``, measured once;
-    on the CPU, a forward holds about ``CPU_IMAGES_PER_FORWARD`` images. At least one.
+    A forward holds ``K + 1`` copies of the batch ``x`` for forward differences (``K``
+    perturbed, one unperturbed) and ``2 K`` for central ones. On a GPU, ``K`` fills
+    ``GPU_MEMORY_SHARE`` of the free memory, the memory of one copy being measured by one
+    forward of ``x``; on the CPU, a forward holds about ``CPU_IMAGES_PER_FORWARD`` images.
+    At least one.
     """
-    images = x.shape[0] * images_per_step
+    _check_choice("scheme", scheme, SCHEMES)
     if x.device.type != "cuda":
-        return max(1, CPU_IMAGES_PER_FORWARD // images)
-    torch.cuda.synchronize(x.device)
-    torch.cuda.reset_peak_memory_stats(x.device)
-    before = torch.cuda.memory_allocated(x.device)
-    with torch.inference_mode():
-        model(x)
-    # Peak of the forward plus the perturbed input and its step mask, per copy of x.
-    per_copy = torch.cuda.max_memory_allocated(x.device) - before + 2 * x.nbytes
-    free, _ = torch.cuda.mem_get_info(x.device)
-    return max(1, int(GPU_MEMORY_SHARE * free // (per_copy * images_per_step)))
+        copies = max(1, CPU_IMAGES_PER_FORWARD // x.shape[0])
+    else:
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        before = torch.cuda.memory_allocated(x.device)
+        with torch.inference_mode():
+            model(x)
+        # Peak of the forward plus the perturbed input and its step mask, per copy of x.
+        per_copy = torch.cuda.max_memory_allocated(x.device) - before + 2 * x.nbytes
+        free, _ = torch.cuda.mem_get_info(x.device)
+        copies = int(GPU_MEMORY_SHARE * free // per_copy)
+    return max(1, copies - 1 if scheme == "forward" else copies // 2)
 
 
 class _Layout:

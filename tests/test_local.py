@@ -245,3 +245,13 @@ def test_automatic_chunks_shrink_when_memory_runs_out(relu_net, images):
     torch.testing.assert_close(shrunk, naive, rtol=0, atol=1e-12)
     with pytest.raises(torch.OutOfMemoryError):
         fd_sensitivity(small, images, TARGETS, 0.3, chunk_size=32)
+
+
+def test_automatic_chunk_fills_the_cpu_batch(relu_net, images):
+    from lib.local import CPU_IMAGES_PER_FORWARD, auto_chunk_size
+
+    forward = auto_chunk_size(relu_net, images, "forward")
+    central = auto_chunk_size(relu_net, images, "central")
+    assert images.shape[0] * (forward + 1) == CPU_IMAGES_PER_FORWARD  # with the reference
+    assert 2 * images.shape[0] * central == CPU_IMAGES_PER_FORWARD
+    assert auto_chunk_size(relu_net, images.repeat(50, 1, 1, 1)) == 1
