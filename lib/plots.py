@@ -156,3 +156,34 @@ def show_explanations(images, maps, *, masks=None, row_labels=None, cmap="infern
         axes[0, col].set_title(title, fontsize=8)
     fig.tight_layout(pad=0.3)
     return fig
+
+
+def plot_curves(curves, *, titles=None, panel_size=(3.6, 2.6)):
+    """Mean deletion and insertion curves of several methods: a row per group, a column per
+    mode.
+
+    Args:
+        curves: ``{row label: {method: {mode: lib.metrics.Curves}}}``, e.g. one row per
+            network with the curves of ``lib.compare.score_maps``; each curve is averaged over
+            its images.
+        titles: optional ``{method: legend label}``.
+
+    Returns the figure.
+    """
+    modes = list(dict.fromkeys(mode for per_method in curves.values()
+                               for per_mode in per_method.values() for mode in per_mode))
+    fig, axes = plt.subplots(len(curves), len(modes), figsize=(panel_size[0] * len(modes),
+                                                               panel_size[1] * len(curves)),
+                             squeeze=False)
+    for row, (label, per_method) in enumerate(curves.items()):
+        for ax, mode in zip(axes[row], modes):
+            for method, per_mode in per_method.items():
+                curve = per_mode[mode]
+                ax.plot(_as_numpy(curve.fractions), _as_numpy(curve.scores).mean(axis=0),
+                        marker=".", label=(titles or {}).get(method, method))
+            ax.set_xlabel("share of pixels " + ("removed" if mode == "deletion" else "restored"))
+            ax.set_ylabel(f"mean class {curve.output}")
+            ax.set_title(f"{label}: {mode}, baseline {curve.baseline}", fontsize=9)
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

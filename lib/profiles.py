@@ -22,6 +22,11 @@ OVERRIDES = {
         "05-cnns": {"n_boot": 200, "n_examples": 2},
         "06-local-sensitivity": {"deltas": [0.001, 0.1, 1.0], "patch_sizes": [8, 4],
                                  "natural_images": ["chelsea"], "natural_size": 32},
+        "07-activation-maximisation": {"am_steps": 4, "grid_steps": 4, "channel_steps": 4,
+                                       "n_channels": 2, "imagenet_size": 32,
+                                       "imagenet_steps": 4, "jitter": 1},
+        "08-am-vs-gradcam": {"n_test_images": 24, "am_steps": 2, "deletion_steps": 2,
+                             "n_boot": 50, "n_examples": 1},
     },
     "book": {},
     "paper": {
@@ -32,6 +37,12 @@ OVERRIDES = {
         "03-diabetes-network": {"n_repeats": 10},
         "04-diabetes-sobol": {"n_repeats": 10, "log2_N": 15, "n_seed_checks": 5,
                               "n_random_orderings": 20},
+        "07-activation-maximisation": {"am_steps": 512, "grid_steps": 256,
+                                       "channel_steps": 256, "n_channels": 6,
+                                       "imagenet_size": 224, "imagenet_steps": 512,
+                                       "jitter": 8},
+        "08-am-vs-gradcam": {"am_steps": 64, "fd_patch": 8, "deletion_steps": 20,
+                             "n_boot": 2000, "n_examples": 3},
     },
 }
 
