@@ -53,6 +53,8 @@ class TrainConfig:
     weight_decay: float
     patience: int             # epochs without a better validation loss before stopping
     augment: Augmentation = field(default_factory=Augmentation)
+    ema_decay: float = 0.0    # per-step decay of the weight average that is validated and
+                              # kept (0: the raw weights)
     train_subset: int | None = None  # use only this many training images (smoke runs)
     val_subset: int | None = None
 
@@ -65,6 +67,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 2):
                 raise ValueError(f"{name} must be None or an integer >= 2, got {value!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr!r}, "
                              f"weight_decay={self.weight_decay!r}")
@@ -139,7 +143,11 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def accuracies(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Accuracy and balanced accuracy (mean recall over the classes present)."""
+    """Accuracy and balanced accuracy (mean recall over the classes present).
+
+    (``lib.evaluate`` has the full metrics; this module does not import it, so that editing
+    the evaluation code does not invalidate the trained checkpoints.)
+    """
     num_classes = logits.shape[1]
     preds = logits.argmax(dim=1)
     confusion = torch.bincount(labels * num_classes + preds, minlength=num_classes ** 2)
@@ -174,28 +182,50 @@ def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str 
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * batches_per_epoch,
         pct_start=0.2)
+    averaged = _moving_average(model, config.ema_decay)
+    evaluated = averaged.module if averaged else model
     history = {name: [] for name in ("train_loss", "train_accuracy", "val_loss",
                                      "val_accuracy", "val_balanced_accuracy")}
     best = (math.inf, 0, None)  # validation loss, epoch, weights
     bar = progress(total=config.epochs * batches_per_epoch, desc=desc, unit="batch")
     for epoch in range(1, config.epochs + 1):
         train_loss, train_acc = _train_epoch(model, images, labels, weights, optimizer,
-                                             schedule, config, generator, bar)
-        val_logits = models.predict_logits(model.eval(), val_images)
-        val_loss = F.cross_entropy(val_logits, val_labels, weight=weights).item()
-        val_acc, val_bacc = accuracies(val_logits, val_labels)
+                                             schedule, config, generator, bar, averaged)
+        val_loss, val_acc, val_bacc = _validate(evaluated, val_images, val_labels, weights)
         for name, value in zip(history, (train_loss, train_acc, val_loss, val_acc, val_bacc)):
             history[name].append(value)
         bar.set_postfix_str(f"epoch {epoch} loss {train_loss:.3f} acc {train_acc:.3f} "
                             f"val_loss {val_loss:.3f} val_bacc {val_bacc:.3f}")
         if val_loss < best[0]:
             best = (val_loss, epoch, {k: v.detach().cpu().clone()
-                                      for k, v in model.state_dict().items()})
+                                      for k, v in evaluated.state_dict().items()})
         elif epoch - best[1] >= config.patience:
             break
     bar.close()
+    if best[2] is None:
+        raise RuntimeError(f"training diverged: the validation loss was never finite "
+                           f"({history['val_loss']}); try a smaller lr than {config.lr}")
     return FitResult(state_dict=best[2], history=history, best_epoch=best[1],
                      epochs_run=epoch, seconds=time.perf_counter() - start)
+
+
+def _moving_average(model, decay: float):
+    """An exponential moving average of the weights and batch-norm statistics, or None.
+
+    The average changes smoothly from step to step, so its validation loss is less noisy than
+    the raw weights' on a small data set, and it generalises at least as well.
+    """
+    if decay == 0:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _validate(model, images, labels, class_weight):
+    """Weighted loss, accuracy and balanced accuracy on unaugmented images, in eval mode."""
+    logits = models.predict_logits(model.eval(), images)
+    loss = F.cross_entropy(logits, labels, weight=class_weight).item()
+    return (loss, *accuracies(logits, labels))
 
 
 def train_step(model, images, labels, class_weight, optimizer, aug: Augmentation, generator):
@@ -208,7 +238,8 @@ def train_step(model, images, labels, class_weight, optimizer, aug: Augmentation
     return logits.detach(), loss.detach()
 
 
-def _train_epoch(model, images, labels, weights, optimizer, schedule, config, generator, bar):
+def _train_epoch(model, images, labels, weights, optimizer, schedule, config, generator, bar,
+                 averaged=None):
     """One pass over the shuffled training images; returns the mean loss and accuracy."""
     model.train()
     order = torch.randperm(len(images), generator=generator, device=images.device)
@@ -220,6 +251,8 @@ def _train_epoch(model, images, labels, weights, optimizer, schedule, config, ge
         logits, loss = train_step(model, images[index], labels[index], weights, optimizer,
                                   config.augment, generator)
         schedule.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         total_loss += loss.item() * len(index)
         correct += (logits.argmax(dim=1) == labels[index]).sum().item()
         seen += len(index)

@@ -58,6 +58,13 @@ def test_every_profile_has_a_valid_config(profile, arch):
         assert config.image_size == 224
 
 
+@pytest.mark.parametrize("profile", profiles.PROFILES)
+def test_both_networks_see_the_same_image_size(profile):
+    """Later chapters feed the same test images to both networks."""
+    sizes = {train.config_for(arch, profile).image_size for arch in ("vgg16", "resnet18")}
+    assert len(sizes) == 1
+
+
 def test_per_architecture_settings_take_precedence(monkeypatch):
     monkeypatch.setitem(profiles.CNN_TRAINING, "book", {
         "image_size": 64, "epochs": 20, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.0,
@@ -75,6 +82,7 @@ def test_per_architecture_settings_take_precedence(monkeypatch):
     ({"lr": -1.0}, "lr must be > 0"),
     ({"augment": {"scale": 1.5}}, "scale and contrast must be below 1"),
     ({"train_subset": 1}, "train_subset must be None or an integer >= 2"),
+    ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
 ])
 def test_bad_settings_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -189,3 +197,25 @@ def test_subset_draws_without_replacement():
     rows = {tuple(row.flatten().tolist()) for row in small_images}
     assert len(rows) == 10
     assert train.subset(images, labels, None, seed=0)[0] is images
+
+
+def test_fit_reports_a_run_whose_validation_loss_is_never_finite():
+    model = FrozenNet()
+    model.scores.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="validation loss was never finite"):
+        train.fit(model, blobs(), blobs(n=12, seed=1), small_config(epochs=5, patience=2),
+                  seed=0)
+
+
+def test_fit_keeps_the_moving_average_of_the_weights_when_asked():
+    raw, plain = fit_tiny(epochs=4, lr=3e-2)
+    model, averaged = fit_tiny(epochs=4, lr=3e-2, ema_decay=0.9)
+    _, again = fit_tiny(epochs=4, lr=3e-2, ema_decay=0.9)
+    assert averaged.history == again.history
+    assert averaged.history["train_loss"] == plain.history["train_loss"]  # same raw training
+    assert averaged.history["val_loss"] != plain.history["val_loss"]  # other weights judged
+    model.load_state_dict(averaged.state_dict)
+    images, labels = blobs(n=24, seed=1)
+    weights = train.class_weights(blobs()[1], 3)
+    loss = nn.functional.cross_entropy(model.eval()(images), labels, weight=weights).item()
+    assert loss == pytest.approx(min(averaged.history["val_loss"]), rel=1e-6)
