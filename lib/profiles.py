@@ -27,6 +27,9 @@ OVERRIDES = {
                                        "imagenet_steps": 4, "jitter": 1},
         "08-am-vs-gradcam": {"n_test_images": 24, "am_steps": 2, "deletion_steps": 2,
                              "n_boot": 50, "n_examples": 1},
+        "09-global-cnn": {"N": 4, "n_per_class": 1, "num_resamples": 20, "deletion_steps": 2,
+                          "n_boot": 100, "n_shown": 2, "cost_grids": [2, 4],
+                          "cost_Ns": [4, 8], "chunk_size": 64},
     },
     "book": {},
     "paper": {
@@ -43,6 +46,8 @@ OVERRIDES = {
                                        "jitter": 8},
         "08-am-vs-gradcam": {"am_steps": 64, "fd_patch": 8, "deletion_steps": 20,
                              "n_boot": 2000, "n_examples": 3},
+        "09-global-cnn": {"grid": 8, "N": 32, "n_per_class": 30, "chunk_size": 512,
+                          "deletion_steps": 20, "n_boot": 2000, "n_shown": 6},
     },
 }
 
