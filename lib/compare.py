@@ -18,7 +18,8 @@ signed maps (finite differences, gradient) enter by their absolute value, since 
 lowers the score when brightened matters as much as one that raises it.
 
 :func:`rank_correlation` and :func:`agreement` measure how much two methods agree on the same
-image; :func:`pick_examples` and :func:`metric_table` serve the figures and tables.
+image, :func:`region_ratio` how much a map favours a region (e.g. the black pixels);
+:func:`pick_examples` and :func:`metric_table` serve the figures and tables.
 """
 import math
 import numbers
@@ -45,10 +46,10 @@ class MapSettings:
     parameterisation, no transformations): Adam steps, learning rate, and the weights of the L2
     and total-variation penalties on the change. Both penalties are means over pixels, so a
     weight that holds the change back is of the order of the number of pixels times the
-    gradient's size per pixel: about 1000 for 96 x 96 images. ``fd_delta``: the finite-difference step (a
-    fraction of the intensity range); ``fd_patch``: side of the perturbed patches in pixels
-    (must divide the image side); forward differences of the logit. ``batch_size``: images per
-    call of a kernel.
+    gradient's size per pixel: about 1000 for 96 x 96 images. ``fd_delta``: the
+    finite-difference step (a fraction of the intensity range); ``fd_patch``: side of the
+    perturbed patches in pixels (must divide the image side); forward differences of the logit.
+    ``batch_size``: images per call of a kernel.
     """
 
     am_steps: int = 16
@@ -136,6 +137,8 @@ def explained_classes(model, images, target, batch_size):
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
         raise TypeError(f"images must be a floating N x C x H x W tensor; got "
                         f"{getattr(images, 'shape', type(images).__name__)}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch")
     with torch.no_grad():
         logits = torch.cat([model(images[s:s + batch_size])
                             for s in range(0, images.shape[0], batch_size)])
@@ -247,6 +250,25 @@ def agreement(maps, *, digits=2):
             value = rank_correlation(maps[first], maps[second]).nanmean().item()
             table.iloc[i, names.index(second)] = table.iloc[names.index(second), i] = value
     return table.round(digits)
+
+
+def region_ratio(maps, region):
+    """Per image, the map's mean inside ``region`` over its mean on the whole image.
+
+    1 for a map that ignores the region (e.g. uniform noise), 0 for one that is zero there,
+    above 1 for one that favours it; NaN where the region is empty or the map all zero.
+    ``maps`` and ``region`` (boolean) are ``N x 1 x H x W``; e.g. ``region = images < 0.05``
+    asks how much a map looks at the near-black pixels.
+    """
+    if maps.shape != region.shape:
+        raise ValueError(f"maps and region must have the same shape; got {tuple(maps.shape)} "
+                         f"and {tuple(region.shape)}")
+    flat, inside = maps.flatten(1).double(), region.flatten(1).bool()
+    count = inside.sum(dim=1)
+    mean_inside = (flat * inside).sum(dim=1) / count.clamp_min(1)
+    ratio = mean_inside / flat.mean(dim=1)
+    return torch.where((count > 0) & (flat.mean(dim=1) > 0), ratio,
+                       torch.full_like(ratio, math.nan))
 
 
 def pick_examples(labels, predicted, confidence, *, count, classes=(1, 2)):

@@ -1,9 +1,10 @@
 """Training the ultrasound CNNs: settings per profile, augmentation, the training loop.
 
 The loop is plain PyTorch: class-weighted cross-entropy, AdamW with a one-cycle learning-rate
-schedule, augmentation done in batches on the device, and early stopping on the validation
-loss (the weights of the best epoch are kept). Every random draw comes from generators
-seeded by ``seed``, so a run repeats exactly on the same machine.
+schedule, augmentation done in batches on the device, an exponential moving average of the
+weights, and early stopping on the validation loss of that average (the weights of the best
+epoch are kept). Every random draw comes from generators seeded by ``seed``, so a run repeats
+exactly on the same machine with the same number of threads.
 """
 import math
 import time

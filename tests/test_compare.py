@@ -132,6 +132,13 @@ def test_bad_input_is_refused(model, images, kwargs, error, match):
         compare.explanation_maps(model, images, **options)
 
 
+def test_bad_images_are_refused(model, images):
+    with pytest.raises(ValueError, match="empty batch"):
+        compare.explanation_maps(model, images[:0], layer="relu2", show_progress=False)
+    with pytest.raises(TypeError, match="floating N x C x H x W"):
+        compare.explanation_maps(model, images[0], layer="relu2", show_progress=False)
+
+
 @pytest.mark.parametrize("field, value", [("am_steps", 0), ("fd_patch", 2.0), ("am_lr", 0),
                                           ("am_l2", -1.0), ("fd_delta", float("nan")),
                                           ("batch_size", True)])
@@ -229,3 +236,19 @@ def test_score_maps_gives_the_numbers_of_explanation_scores(model, images, map_s
         assert curves[method]["deletion"].scores.shape == (5, 5)
         torch.testing.assert_close(curves[method]["insertion"].auc,
                                    scores[method]["insertion_auc"])
+
+
+def test_region_ratio_of_known_maps():
+    region = torch.zeros(4, 1, 4, 4, dtype=torch.bool)
+    region[:3, :, :2, :] = True  # half of each image; the last image has no region
+    uniform = torch.ones(4, 1, 4, 4)
+    only_outside = (~region).float()
+    only_inside = region.float()
+    torch.testing.assert_close(compare.region_ratio(uniform, region)[:3],
+                               torch.ones(3, dtype=torch.float64))
+    assert compare.region_ratio(only_outside, region)[:3].tolist() == [0.0, 0.0, 0.0]
+    assert compare.region_ratio(only_inside, region)[:3].tolist() == [2.0, 2.0, 2.0]
+    assert torch.isnan(compare.region_ratio(uniform, region)[3])
+    assert torch.isnan(compare.region_ratio(torch.zeros(4, 1, 4, 4), region)).all()
+    with pytest.raises(ValueError, match="same shape"):
+        compare.region_ratio(uniform, region[:, :, :2])
