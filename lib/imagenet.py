@@ -92,7 +92,7 @@ def _torchvision_model(arch, download):
             f"ImageNet weights for {arch} are not in the torch cache "
             f"({models.weights_file(arch)}) and download=False; use "
             f"load_model('efficientnet_lite0'), whose weights ship with the package.")
-    return models._imagenet_net(arch)
+    return models.imagenet_network(arch)
 
 
 def load_images(names=IMAGE_NAMES, size=224, device=None):

@@ -96,7 +96,7 @@ def build(arch: str, num_classes: int = 3, weights=None) -> UltrasoundCNN:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     builder, imagenet = _TORCHVISION[arch]
-    net = _imagenet_net(arch) if weights == "imagenet" else builder(weights=None)
+    net = imagenet_network(arch) if weights == "imagenet" else builder(weights=None)
     _replace_head(arch, net, num_classes)
     return UltrasoundCNN(arch, net)
 
@@ -123,7 +123,8 @@ def imagenet_weights_available(arch: str) -> bool:
     return weights_file(arch).exists()
 
 
-def _imagenet_net(arch: str) -> nn.Module:
+def imagenet_network(arch: str) -> nn.Module:
+    """torchvision's ImageNet-trained ``arch`` with its 1000-class head, downloaded if need be."""
     builder, imagenet = _TORCHVISION[arch]
     try:
         return builder(weights=imagenet)

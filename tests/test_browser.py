@@ -155,3 +155,18 @@ def test_screenshots_of_the_intro_and_a_chapter(browser, site):
         page.screenshot(path=str(target), full_page=True)
         assert target.stat().st_size > 10_000
         page.close()
+
+
+def test_launch_buttons_open_the_chapters_notebooks(browser, site):
+    for page_name in [p for p in toc_pages() if p.startswith("notebooks/")]:
+        visit = PageVisit(browser, site)
+        page = visit.open(f"{site}/{page_name}.html")
+        links = page.eval_on_selector_all(
+            "a[href*='colab.research.google.com'], a[href*='mybinder.org']",
+            "els => els.map(e => e.href)")
+        assert len(links) == 2, (page_name, links)
+        for link in links:
+            target = link.split("urlpath=tree/")[-1] if "mybinder" in link else link
+            assert target.endswith(f"{page_name}.ipynb"), link
+        assert (paths.ROOT / f"{page_name}.ipynb").is_file(), page_name
+        page.close()
