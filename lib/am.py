@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from .cam import hooked
 from .metrics import gaussian_blur
+from . import checks
 from .progress import progress
 
 PARAMETERISATIONS = ("pixel", "fourier")
@@ -213,7 +214,7 @@ def maximize(model, targets, *, size=224, channels=3, param="fourier", decay=1.0
     """
     targets = _check_targets(targets)
     height, width = _check_size(size)
-    _check_positive_int("channels", channels)
+    checks.positive_int("channels", channels)
     device = _model_device(model, device)
     generator = torch.Generator().manual_seed(_check_seed(seed))
     shape = (len(targets), channels, height, width)
@@ -270,7 +271,7 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
             preprocess, generator, show_progress):
     """Adam on the image's parameters; returns the :class:`AMResult`."""
     _check_model(model, image.param.device)
-    _check_positive_int("steps", steps)
+    checks.positive_int("steps", steps)
     weights = {name: _check_weight(name, value)
                for name, value in (("l2", l2), ("tv", tv), ("blur", blur))}
     if transforms is not None and not isinstance(transforms, Transforms):
@@ -463,15 +464,9 @@ def _check_layer_name(layer):
 
 
 def _check_model(model, device=None):
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if model.training:
-        raise ValueError("the model is in training mode (dropout and batch norm would mix the "
-                         "images of the batch); call model.eval() first")
-    param = next(model.parameters(), None)
-    if device is not None and param is not None and param.device != device:
-        raise ValueError(f"the model is on {param.device} but the images are on {device}; "
-                         f"move both to the same device (lib.device())")
+    checks.eval_model(model)
+    if device is not None:
+        checks.same_device(model, device)
 
 
 def _model_device(model, device):
@@ -482,11 +477,9 @@ def _model_device(model, device):
 
 
 def _check_images(images):
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
-        raise TypeError(f"images must be a floating B x C x H x W tensor; got "
-                        f"{getattr(images, 'shape', type(images).__name__)}")
-    if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-        raise ValueError("images must hold finite values in [0, 1]")
+    checks.image_batch(images)
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError("images must hold values in [0, 1]")
 
 
 def _check_size(size):
@@ -511,8 +504,3 @@ def _check_seed(seed):
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int; got {seed!r}")
     return int(seed)
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")

@@ -25,11 +25,11 @@ the chosen one run without autograd bookkeeping: only the part of the network af
 is differentiated, which is what makes Grad-CAM cost little more than a forward pass.
 """
 import contextlib
-import numbers
 
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .progress import progress
 
 # Images per forward by default: a whole test split at 224 px fits comfortably in CPU memory.
@@ -98,14 +98,14 @@ def grad_cam(model, x, target=None, *, layer, upsample=True, normalize=False, re
         A ``B x 1 x H x W`` tensor (``B x 1 x h x w`` at layer resolution) on the device of
         ``x``, detached.
     """
-    _check_model(model, x)
+    checks.model_and_images(model, x, name="x")
     get_layer(model, layer)
-    _check_positive_int("batch_size", batch_size)
+    checks.positive_int("batch_size", batch_size)
     starts = range(0, x.shape[0], batch_size)
     if show_progress and len(starts) > 1:
         starts = progress(starts, desc="grad_cam", unit="batch", leave=False)
     with torch.inference_mode(False):  # works even when called under inference_mode
-        target = target_classes(target, x.shape[0], x.device)
+        target = checks.class_targets(target, x.shape[0], x.device, allow_none=True)
         cams = torch.cat([_cam_batch(model, x, target, slice(s, s + batch_size), layer, relu)
                           for s in starts])
     if normalize:
@@ -130,31 +130,6 @@ def normalize_maps(maps, eps=1e-7):
     return ((flat - low) / (span + eps)).view_as(maps)
 
 
-def target_classes(target, batch, device):
-    """Check a ``target`` argument: ``None`` (each image's predicted class) stays ``None``; an
-    int or one int per image becomes a length-``batch`` long tensor on ``device``."""
-    if target is None:
-        return None
-    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        values = torch.full((batch,), int(target), dtype=torch.long)
-    elif isinstance(target, torch.Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices; got dtype {target.dtype}")
-        values = target
-    elif isinstance(target, (list, tuple)) and all(
-            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
-        values = torch.tensor(target, dtype=torch.long)
-    else:
-        raise TypeError(f"target must be None, an int or a sequence/1-D tensor of ints; got "
-                        f"{_describe(target)}")
-    if values.ndim != 1 or values.shape[0] != batch:
-        raise ValueError(f"target must hold one class per image ({batch}); got shape "
-                         f"{tuple(values.shape)}")
-    if (values < 0).any():
-        raise ValueError(f"target classes must be non-negative; got {sorted(set(values.tolist()))}")
-    return values.to(device=device, dtype=torch.long)
-
-
 def _cam_batch(model, x, target, rows, layer, relu):
     """Grad-CAM at layer resolution, ``b x 1 x h x w``, for the images ``x[rows]``."""
     recorded = []
@@ -163,11 +138,11 @@ def _cam_batch(model, x, target, rows, layer, relu):
     if not recorded:
         raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
     activation = recorded[0]
-    _check_logits(logits, activation.shape[0])
+    checks.logits(logits, activation.shape[0])
     if target is None:
         classes = logits.argmax(dim=1)
     else:
-        _check_target_range(target, logits.shape[1])  # all images, so a bad class fails early
+        checks.classes_in_range(target, logits.shape[1])  # all images, so a bad class fails early
         classes = target[rows]
     score = logits.gather(1, classes.view(-1, 1)).sum()  # images are independent in eval mode
     (grads,) = torch.autograd.grad(score, activation, allow_unused=True)
@@ -188,7 +163,7 @@ def _differentiate_from_here(layer, recorded):
     def hook(module, inputs, output):
         if not isinstance(output, torch.Tensor) or output.ndim != 4:
             raise ValueError(f"layer {layer!r} must output a B x C x h x w tensor for Grad-CAM; "
-                             f"got {_describe(output)}")
+                             f"got {checks.describe(output)}")
         if recorded:
             raise ValueError(f"layer {layer!r} runs more than once per forward pass; choose a "
                              f"layer that is used once")
@@ -197,45 +172,3 @@ def _differentiate_from_here(layer, recorded):
         recorded.append(leaf)
         return leaf.clone()
     return hook
-
-
-def _check_model(model, x):
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if model.training:
-        raise ValueError("the model is in training mode (dropout and batch norm would make the "
-                         "map random and batch-dependent); call model.eval() first")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point torch tensor; got {_describe(x)}")
-    if x.ndim != 4 or 0 in x.shape:
-        raise ValueError(f"x must be a non-empty batch of images B x C x H x W; got shape "
-                         f"{tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values")
-    param = next(model.parameters(), None)
-    if param is not None and param.device != x.device:
-        raise ValueError(f"the model is on {param.device} but x is on {x.device}; move both "
-                         f"to the same device (lib.device())")
-
-
-def _check_logits(logits, batch):
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
-        raise ValueError(f"the model must return a (batch, classes) tensor of logits; got "
-                         f"{_describe(logits)} for a batch of {batch}")
-
-
-def _check_target_range(target, num_classes):
-    if target.max() >= num_classes:
-        raise ValueError(f"target classes must be in 0..{num_classes - 1} for this model; got "
-                         f"{sorted(set(target.tolist()))}")
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-
-
-def _describe(value):
-    if isinstance(value, torch.Tensor):
-        return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
-    return f"{type(value).__name__} {value!r}"

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import am, cam, local, metrics
+from . import am, cam, checks, local, metrics
 from .progress import progress
 
 METHODS = ("grad_cam", "am_change", "local_sensitivity", "gradient", "random")
@@ -134,20 +134,14 @@ def explanation_maps(model, images, target=None, *, layer, methods=METHODS[:4],
 def explained_classes(model, images, target, batch_size):
     """``target`` checked against the model's classes, or each image's predicted class: a
     length-``N`` long tensor on the device of ``images``."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise TypeError(f"images must be a floating N x C x H x W tensor; got "
-                        f"{getattr(images, 'shape', type(images).__name__)}")
-    if images.shape[0] == 0:
-        raise ValueError("images is an empty batch")
+    checks.model_and_images(model, images)
     with torch.no_grad():
         logits = torch.cat([model(images[s:s + batch_size])
                             for s in range(0, images.shape[0], batch_size)])
-    classes = cam.target_classes(target, images.shape[0], images.device)
+    classes = checks.class_targets(target, images.shape[0], images.device, allow_none=True)
     if classes is None:
         return logits.argmax(dim=1)
-    if classes.max() >= logits.shape[1]:
-        raise ValueError(f"target classes must be in 0..{logits.shape[1] - 1} for this model; "
-                         f"got {sorted(set(classes.tolist()))}")
+    checks.classes_in_range(classes, logits.shape[1])
     return classes
 
 

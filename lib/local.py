@@ -20,6 +20,7 @@ import numbers
 
 import torch
 
+from . import checks
 from .progress import progress
 
 SCHEMES = ("forward", "central")
@@ -65,15 +66,15 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     """
     x, target = _check_inputs(model, x, target)
     delta = _check_delta(delta)
-    _check_choice("scheme", scheme, SCHEMES)
-    _check_choice("channels", channels, CHANNEL_MODES)
-    _check_choice("output", output, OUTPUTS)
+    checks.choice("scheme", scheme, SCHEMES)
+    checks.choice("channels", channels, CHANNEL_MODES)
+    checks.choice("output", output, OUTPUTS)
     _check_patch(patch, x.shape[-2:])
     layout = _Layout(x.shape, patch, channels)
     automatic = chunk_size is None
     if automatic:
         chunk_size = auto_chunk_size(model, x, scheme)
-    _check_positive_int("chunk_size", chunk_size)
+    checks.positive_int("chunk_size", chunk_size)
 
     with torch.inference_mode():
         _scores(model, x, target, output, check_target=True)
@@ -109,8 +110,8 @@ def gradient(model, x, target, *, patch=1, channels="each", output="logit"):
     ``x``, ``B x C x H x W`` or ``B x 1 x H x W``.
     """
     x, target = _check_inputs(model, x, target)
-    _check_choice("channels", channels, CHANNEL_MODES)
-    _check_choice("output", output, OUTPUTS)
+    checks.choice("channels", channels, CHANNEL_MODES)
+    checks.choice("output", output, OUTPUTS)
     _check_patch(patch, x.shape[-2:])
     with torch.enable_grad():
         inputs = x.detach().clone().requires_grad_(True)
@@ -149,7 +150,7 @@ def auto_chunk_size(model, x, scheme="forward"):
     forward of ``x``; on the CPU, a forward holds about ``CPU_IMAGES_PER_FORWARD`` images.
     At least one.
     """
-    _check_choice("scheme", scheme, SCHEMES)
+    checks.choice("scheme", scheme, SCHEMES)
     if x.device.type != "cuda":
         copies = max(1, CPU_IMAGES_PER_FORWARD // x.shape[0])
     else:
@@ -225,64 +226,15 @@ def _scores(model, x, target, output, check_target=False):
     """``B_q`` of every image in ``x`` for its class in ``target``."""
     logits = model(x)
     if check_target:
-        _check_logits(logits, x.shape[0], target)
+        checks.classes_in_range(target, checks.logits(logits, x.shape[0]).shape[1])
     if output == "probability":
         logits = logits.softmax(dim=1)
     return logits.gather(1, target.view(-1, 1)).squeeze(1)
 
 
-def _check_logits(logits, batch, target):
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
-        raise ValueError(f"the model must return a (batch, classes) tensor of scores; got "
-                         f"{_describe(logits)} for a batch of {batch}")
-    num_classes = logits.shape[1]
-    if target.min() < 0 or target.max() >= num_classes:
-        raise ValueError(f"target classes must be in 0..{num_classes - 1} for this model; "
-                         f"got {sorted(set(target.tolist()))}")
-
-
 def _check_inputs(model, x, target):
-    if not callable(model):
-        raise TypeError(f"model must be callable (a torch module); got {type(model).__name__}")
-    if isinstance(model, torch.nn.Module) and model.training:
-        raise ValueError("the model is in training mode (dropout and batch norm would make the "
-                         "map random and batch-dependent); call model.eval() first")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point torch tensor; got {_describe(x)}")
-    if x.ndim != 4 or 0 in x.shape:
-        raise ValueError(f"x must be a non-empty batch of images B x C x H x W; got shape "
-                         f"{tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values")
-    _check_model_device(model, x)
-    return x, _check_target(target, x.shape[0], x.device)
-
-
-def _check_model_device(model, x):
-    if isinstance(model, torch.nn.Module):
-        param = next(model.parameters(), None)
-        if param is not None and param.device != x.device:
-            raise ValueError(f"the model is on {param.device} but x is on {x.device}; "
-                             f"move both to the same device (lib.device())")
-
-
-def _check_target(target, batch, device):
-    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
-        return torch.full((batch,), int(target), dtype=torch.long, device=device)
-    if isinstance(target, torch.Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices; got dtype {target.dtype}")
-        values = target
-    elif isinstance(target, (list, tuple)) and all(
-            isinstance(t, numbers.Integral) and not isinstance(t, bool) for t in target):
-        values = torch.tensor(target, dtype=torch.long)
-    else:
-        raise TypeError(f"target must be an int or a sequence/1-D tensor of ints; got "
-                        f"{_describe(target)}")
-    if values.ndim != 1 or values.shape[0] != batch:
-        raise ValueError(f"target must hold one class per image ({batch}); got shape "
-                         f"{tuple(values.shape)}")
-    return values.to(device=device, dtype=torch.long)
+    checks.model_and_images(model, x, name="x", module_only=False)
+    return x, checks.class_targets(target, x.shape[0], x.device)
 
 
 def _check_same_shape(maps, reference):
@@ -297,33 +249,17 @@ def _check_delta(delta):
     if isinstance(delta, torch.Tensor) and delta.numel() == 1:
         delta = delta.item()
     if not isinstance(delta, numbers.Real) or isinstance(delta, bool):
-        raise TypeError(f"delta must be a real number; got {_describe(delta)}")
+        raise TypeError(f"delta must be a real number; got {checks.describe(delta)}")
     if not math.isfinite(delta) or delta == 0:
         raise ValueError(f"delta must be finite and non-zero; got {delta}")
     return float(delta)
 
 
 def _check_patch(patch, image_shape):
-    _check_positive_int("patch", patch)
+    checks.positive_int("patch", patch)
     height, width = image_shape
     if patch > min(height, width):
         raise ValueError(f"patch {patch} is larger than the {height} x {width} image")
     if height % patch or width % patch:
         raise ValueError(f"patch {patch} must divide the image size {height} x {width}; "
                          f"choose a divisor of both")
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _describe(value):
-    if isinstance(value, torch.Tensor):
-        return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
-    return f"{type(value).__name__} {value!r}"

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .cam import target_classes
+from . import checks
 from .progress import progress
 
 MODES = ("deletion", "insertion")
@@ -144,11 +144,11 @@ def perturbation_curves(model, images, maps, *, mode, target=None, baseline="bla
     Returns:
         :class:`Curves`.
     """
-    _check_choice("mode", mode, MODES)
-    _check_choice("output", output, OUTPUTS)
-    _check_positive_int("steps", steps)
-    _check_positive_int("chunk_size", chunk_size)
-    _check_model(model, images)
+    checks.choice("mode", mode, MODES)
+    checks.choice("output", output, OUTPUTS)
+    checks.positive_int("steps", steps)
+    checks.positive_int("chunk_size", chunk_size)
+    checks.model_and_images(model, images)
     maps = _check_maps(maps, images.shape[-2:], images.shape[0])
     fill, baseline_name = _baseline(baseline, images, blur_sigma)
     classes = _classes(model, images, target, preprocess, chunk_size)
@@ -246,7 +246,7 @@ def bootstrap_mean(values, *, n_boot=1000, level=0.95, seed=0):
     Returns ``{"mean", "ci_low", "ci_high", "n", "n_excluded"}`` (NaN statistics when no value
     is defined).
     """
-    _check_positive_int("n_boot", n_boot)
+    checks.positive_int("n_boot", n_boot)
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1); got {level!r}")
     values = torch.as_tensor(values, dtype=torch.float64).flatten()
@@ -286,7 +286,7 @@ def pixel_ranks(maps, *, ties="random", seed=0):
     plateau - e.g. the zeros that Grad-CAM's ReLU leaves - is removed evenly rather than from
     the top of the image down; ``"row-major"`` keeps them in reading order.
     """
-    _check_choice("ties", ties, TIES)
+    checks.choice("ties", ties, TIES)
     flat = maps.flatten(1)
     if ties == "random":
         generator = torch.Generator().manual_seed(seed)
@@ -330,7 +330,7 @@ def _class_scores(model, images, classes, output, preprocess):
 def _classes(model, images, target, preprocess, chunk_size):
     """One class per image: the given ones, or the predictions on the intact images."""
     if target is not None:
-        return target_classes(target, images.shape[0], images.device)
+        return checks.class_targets(target, images.shape[0], images.device, allow_none=True)
     with torch.inference_mode():
         return torch.cat([_logits(model, images[s:s + chunk_size], preprocess).argmax(dim=1)
                           for s in range(0, images.shape[0], chunk_size)])
@@ -408,30 +408,3 @@ def _check_maps_and_masks(maps, masks):
     if flat.dtype != torch.bool and not ((flat == 0) | (flat == 1)).all():
         raise ValueError("masks must be binary (0 or 1); threshold them first")
     return maps, flat.to(device=maps.device, dtype=torch.bool)
-
-
-def _check_model(model, images):
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-    if model.training:
-        raise ValueError("the model is in training mode (dropout and batch norm would make the "
-                         "scores random and batch-dependent); call model.eval() first")
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
-        raise TypeError(f"images must be a floating N x C x H x W tensor; got "
-                        f"{getattr(images, 'shape', type(images).__name__)}")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite values")
-    param = next(model.parameters(), None)
-    if param is not None and param.device != images.device:
-        raise ValueError(f"the model is on {param.device} but the images are on "
-                         f"{images.device}; move both to the same device (lib.device())")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")

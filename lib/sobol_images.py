@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from . import sobol
-from .cam import target_classes
 from .hardware import device as default_device
 from .metrics import gaussian_blur
+from . import checks
 from .progress import progress
 
 BASELINES = ("blur",)
@@ -91,7 +91,7 @@ def mask_design(grid: int, N: int, seed=None, device=None) -> torch.Tensor:
     Row order as ``lib.sobol`` (per base sample: ``A``, ``AB_1 .. AB_D``, ``B``); region
     ``(r, c)`` is input ``r g + c``. Float32 on ``device`` (default ``lib.device()``).
     """
-    grid = _check_positive_int("grid", grid)
+    grid = checks.positive_int("grid", grid)
     N = check_base_samples(N)
     unit = sobol.unit_design(grid * grid, N, calc_second_order=False, seed=seed)
     dev = torch.device(device) if device is not None else default_device()
@@ -217,11 +217,11 @@ def sobol_maps(model, images, target=None, *, grid: int, N: int, baseline="blur"
     Returns:
         :class:`SobolMaps`, tensors on the images' device.
     """
-    _check_model(model, images)
+    checks.model_and_images(model, images, module_only=False)
     grid = check_grid(grid, *images.shape[-2:])
     N = check_base_samples(N)
-    _check_choice("output", output, OUTPUTS)
-    chunk_size = _check_positive_int("chunk_size", chunk_size)
+    checks.choice("output", output, OUTPUTS)
+    chunk_size = checks.positive_int("chunk_size", chunk_size)
     fill = baseline_images(images, baseline, blur_sigma)
     masks = mask_design(grid, N, seed=seed, device=images.device)
     classes = _classes(model, images, target, chunk_size)
@@ -301,40 +301,10 @@ def _classes(model, images, target, chunk_size):
     predictions on the intact images."""
     logits = torch.cat([model(images[s:s + chunk_size])
                         for s in range(0, images.shape[0], chunk_size)])
-    given = target_classes(target, images.shape[0], images.device)
+    given = checks.class_targets(target, images.shape[0], images.device, allow_none=True)
     if given is None:
         return logits.argmax(dim=1)
     if given.min() < 0 or given.max() >= logits.shape[1]:
         raise ValueError(f"target classes must be in 0..{logits.shape[1] - 1} for this model; "
                          f"got {sorted(set(given.tolist()))}")
     return given
-
-
-def _check_model(model, images):
-    if not callable(model):
-        raise TypeError(f"model must be a torch.nn.Module or a callable; got "
-                        f"{type(model).__name__}")
-    if isinstance(model, torch.nn.Module) and model.training:
-        raise ValueError("the model is in training mode (dropout and batch norm would make the "
-                         "scores random and batch-dependent); call model.eval() first")
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point() \
-            or images.ndim != 4 or 0 in images.shape:
-        raise TypeError(f"images must be a non-empty floating N x C x H x W tensor; got "
-                        f"{getattr(images, 'shape', type(images).__name__)}")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite values")
-    param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-    if param is not None and param.device != images.device:
-        raise ValueError(f"the model is on {param.device} but the images are on "
-                         f"{images.device}; move both to the same device (lib.device())")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-
-
-def _check_positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)

@@ -227,7 +227,7 @@ def test_image_specific_bad_input(model):
         am.maximize_from(model, torch.full((1, 3, SIZE, SIZE), 2.0), 0, steps=1)
     with pytest.raises(ValueError, match="one target per image"):
         am.maximize_from(model, torch.rand(3, 3, SIZE, SIZE), [0, 1], steps=1)
-    with pytest.raises(TypeError, match="B x C x H x W"):
+    with pytest.raises(ValueError, match="N x C x H x W"):
         am.maximize_from(model, torch.rand(3, SIZE, SIZE), 0, steps=1)
 
 

@@ -217,7 +217,7 @@ def test_bad_models_inputs_and_layers_are_refused():
     model, x = tiny_cnn(), images(8)
     with pytest.raises(ValueError, match="training mode"):
         cam.grad_cam(tiny_cnn().train(), x, 0, layer="features.3")
-    with pytest.raises(ValueError, match="B x C x H x W"):
+    with pytest.raises(ValueError, match="N x C x H x W"):
         cam.grad_cam(model, x[0], 0, layer="features.3")
     with pytest.raises(ValueError, match="NaN"):
         cam.grad_cam(model, x.clone().fill_(float("nan")), 0, layer="features.3")

@@ -197,7 +197,7 @@ def test_other_bad_arguments_are_refused():
         analyse(additive_and_interaction, ones(), output="softmax")
     with pytest.raises(ValueError, match=r"target classes must be in 0..1"):
         analyse(additive_and_interaction, ones(), target=2)
-    with pytest.raises(TypeError, match="N x C x H x W"):
+    with pytest.raises(ValueError, match="N x C x H x W"):
         analyse(additive_and_interaction, torch.ones(1, SIZE, SIZE))
     with pytest.raises(ValueError, match="NaN"):
         analyse(additive_and_interaction, torch.full((1, 1, SIZE, SIZE), float("nan")))
