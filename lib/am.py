@@ -27,7 +27,6 @@ the distance to them, so the change it makes shows what the network would alter 
 sure of the class.
 """
 import functools
-import math
 import numbers
 from dataclasses import dataclass, field
 
@@ -219,8 +218,8 @@ def maximize(model, targets, *, size=224, channels=3, param="fourier", decay=1.0
     generator = torch.Generator().manual_seed(_check_seed(seed))
     shape = (len(targets), channels, height, width)
     decay = _check_param(param, decay)
-    image = _random_image(param, decay, shape, _check_weight("init_std", init_std), generator,
-                          device)
+    init_std = checks.finite_number("init_std", init_std)
+    image = _random_image(param, decay, shape, init_std, generator, device)
     reference = torch.full(shape, 0.5, device=device)
     return _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sigma,
                    steps, lr, preprocess, generator, show_progress)
@@ -272,7 +271,7 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
     """Adam on the image's parameters; returns the :class:`AMResult`."""
     _check_model(model, image.param.device)
     checks.positive_int("steps", steps)
-    weights = {name: _check_weight(name, value)
+    weights = {name: checks.finite_number(name, value)
                for name, value in (("l2", l2), ("tv", tv), ("blur", blur))}
     if transforms is not None and not isinstance(transforms, Transforms):
         raise TypeError(f"transforms must be a lib.am.Transforms or None; got "
@@ -280,7 +279,7 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
     with torch.no_grad():
         start = image()
         start_values = _evaluate(model, start, targets, preprocess, validate=True)
-    optimiser = torch.optim.Adam([image.param], lr=_check_weight("lr", lr, positive=True))
+    optimiser = torch.optim.Adam([image.param], lr=checks.finite_number("lr", lr, positive=True))
     history = []
     iterations = range(steps)
     if show_progress:
@@ -489,15 +488,6 @@ def _check_size(size):
             or not all(isinstance(s, numbers.Integral) and s >= 2 for s in size)):
         raise ValueError(f"size must be an int >= 2 or a (height, width) pair; got {size!r}")
     return int(size[0]), int(size[1])
-
-
-def _check_weight(name, value, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {value!r}")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}; "
-                         f"got {value!r}")
-    return float(value)
 
 
 def _check_seed(seed):

@@ -1,4 +1,5 @@
 """Argument checks shared by the image kernels, so one mistake gets one message everywhere."""
+import math
 import numbers
 
 import torch
@@ -14,6 +15,16 @@ def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}")
     return int(value)
+
+
+def finite_number(name: str, value, *, positive: bool = False) -> float:
+    """A finite real ``value`` that is non-negative (``positive``: above zero)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'positive' if positive else 'non-negative'}; "
+                         f"got {value!r}")
+    return float(value)
 
 
 def choice(name: str, value, choices):
@@ -48,10 +59,10 @@ def image_batch(images, name: str = "images") -> torch.Tensor:
     return images
 
 
-def same_device(model, device: torch.device, name: str = "the images") -> None:
+def same_device(model, device: torch.device, name: str = "images") -> None:
     param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     if param is not None and param.device != device:
-        raise ValueError(f"the model is on {param.device} but {name} are on {device}; move both "
+        raise ValueError(f"the model is on {param.device} and {name} on {device}; move both "
                          f"to the same device (lib.device())")
 
 
@@ -59,7 +70,7 @@ def model_and_images(model, images, *, name: str = "images", module_only: bool =
     """An eval-mode model and a batch of images on its device; returns the images."""
     eval_model(model, module_only=module_only)
     image_batch(images, name)
-    same_device(model, images.device, f"the {name}" if name == "images" else name)
+    same_device(model, images.device, name)
     return images
 
 

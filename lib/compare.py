@@ -19,10 +19,10 @@ lowers the score when brightened matters as much as one that raises it.
 
 :func:`rank_correlation` and :func:`agreement` measure how much two methods agree on the same
 image, :func:`region_ratio` how much a map favours a region (e.g. the black pixels);
-:func:`pick_examples` and :func:`metric_table` serve the figures and tables.
+:func:`pick_examples`, :func:`metric_table` (with :data:`METRIC_LABELS` for its columns) and
+:func:`glue_key` serve the figures, tables and glued numbers.
 """
 import math
-import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -62,18 +62,10 @@ class MapSettings:
 
     def __post_init__(self):
         for name in ("am_steps", "fd_patch", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            checks.positive_int(name, getattr(self, name))
         for name, positive in (("am_lr", True), ("am_l2", False), ("am_tv", False),
                                ("fd_delta", True)):
-            value = getattr(self, name)
-            valid = (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                     and math.isfinite(value) and (value > 0 if positive else value >= 0))
-            if not valid:
-                raise ValueError(f"{name} must be a finite "
-                                 f"{'positive' if positive else 'non-negative'} number; "
-                                 f"got {value!r}")
+            checks.finite_number(name, getattr(self, name), positive=positive)
 
 
 @dataclass
@@ -272,8 +264,7 @@ def pick_examples(labels, predicted, confidence, *, count, classes=(1, 2)):
     masks), the ``count`` most confident correct predictions and the ``count`` most confident
     wrong ones (fewer when there are not as many). Each is a list of ints.
     """
-    if not isinstance(count, numbers.Integral) or isinstance(count, bool) or count < 1:
-        raise ValueError(f"count must be a positive integer; got {count!r}")
+    checks.positive_int("count", count)
     if not labels.shape == predicted.shape == confidence.shape or labels.ndim != 1:
         raise ValueError("labels, predicted and confidence must be 1-D tensors of equal length")
     eligible = torch.isin(labels, torch.as_tensor(list(classes), device=labels.device))
@@ -284,6 +275,18 @@ def pick_examples(labels, predicted, confidence, *, count, classes=(1, 2)):
         order = confidence[indices].argsort(descending=True, stable=True)
         picked[outcome] = indices[order][:count].tolist()
     return picked
+
+
+# Column headings for the metrics of lib.metrics in the chapters' tables.
+METRIC_LABELS = {"pointing_game": "pointing game", "top_k_iou": "IoU",
+                 "energy_in_mask": "energy in mask", "deletion_auc": "deletion AUC ↓",
+                 "insertion_auc": "insertion AUC ↑"}
+
+
+def glue_key(*parts) -> str:
+    """A glue name from table labels: ``("vgg16", "Grad-CAM", "top_k_iou")`` gives
+    ``"vgg16_Grad_CAM_top_k_iou"`` (spaces and hyphens are not allowed in glue names)."""
+    return "_".join(map(str, parts)).replace(" ", "_").replace("-", "_")
 
 
 def metric_table(summary, *, index=("network", "method"), digits=2):

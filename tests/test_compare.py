@@ -252,3 +252,10 @@ def test_region_ratio_of_known_maps():
     assert torch.isnan(compare.region_ratio(torch.zeros(4, 1, 4, 4), region)).all()
     with pytest.raises(ValueError, match="same shape"):
         compare.region_ratio(uniform, region[:, :, :2])
+
+
+def test_glue_key_makes_valid_glue_names_from_table_labels():
+    assert compare.glue_key("vgg16", "Grad-CAM", "top_k_iou") == "vgg16_Grad_CAM_top_k_iou"
+    assert compare.glue_key("rho", "resnet18", "AM change", "local sensitivity") == \
+        "rho_resnet18_AM_change_local_sensitivity"
+    assert tuple(compare.METRIC_LABELS) == metrics.METRICS
