@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checks
+from .evaluate import bootstrap_counts
 from .progress import progress
 
 MODES = ("deletion", "insertion")
@@ -255,9 +256,7 @@ def bootstrap_mean(values, *, n_boot=1000, level=0.95, seed=0):
     stats = {"n": n, "n_excluded": values.numel() - n}
     if n == 0:
         return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, **stats}
-    generator = torch.Generator().manual_seed(seed)
-    resamples = torch.randint(n, (n_boot, n), generator=generator)
-    means = defined.cpu()[resamples].mean(dim=1)
+    means = bootstrap_counts(n, n_boot, seed) @ defined.cpu() / n
     tail = (1 - level) / 2
     low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
     return {"mean": defined.mean().item(), "ci_low": low.item(), "ci_high": high.item(), **stats}
