@@ -74,8 +74,8 @@ class PageVisit:
         self.page.route("**/*", functools.partial(self._route, host))
 
     def _route(self, host, route):
-        # The book must work offline: external scripts (e.g. MathJax from a CDN) are blocked
-        # and listed, and their absence must not break the page.
+        # The book must work offline: off-host requests are blocked and listed (the page
+        # tests require that there are none).
         url = route.request.url
         if urlparse(url).netloc == host:
             route.continue_()
@@ -107,7 +107,21 @@ def test_every_toc_page_loads_cleanly_with_its_figures(browser, site):
             text = page.inner_text("body")
             assert "glue key" not in text and "{glue:" not in text, page_name
         assert visit.errors == [], f"{page_name}: console errors {visit.errors}"
+        assert visit.blocked == [], f"{page_name}: requests off this host {visit.blocked}"
         page.close()
+
+
+def test_equations_are_typeset_offline(browser, site):
+    # MathJax ships with the book: with every off-host request blocked, the displayed
+    # equations of the Sobol' method chapter still become typeset math, not LaTeX source.
+    visit = PageVisit(browser, site)
+    page = visit.open(f"{site}/notebooks/02-sobol-method.html")
+    page.wait_for_selector("mjx-container", timeout=20000)
+    typeset = page.locator("div.math mjx-container, mjx-container[display='true']").count()
+    assert typeset >= 3, f"only {typeset} displayed equations typeset"
+    assert "\\frac" not in page.inner_text("article"), "LaTeX source left on the page"
+    assert visit.blocked == [] and visit.errors == [], (visit.blocked, visit.errors)
+    page.close()
 
 
 def test_chapter_figures_are_real_images(browser, site):
