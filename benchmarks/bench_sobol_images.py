@@ -19,10 +19,11 @@ forward passes per image, the "blur" baseline, each image's predicted class.
 The networks have random weights (the cost does not depend on them): ``small`` is a
 three-layer CNN, where the per-image overheads weigh most; ``resnet18`` and ``vgg16`` are the
 book's networks, where the forward passes, identical on both sides, dominate. The script
-prints both wall times (best of ``--repeats``, interleaved, after a warm-up), the loop's split
-into forwards and SALib, the ratio loop / shared (above 1: the shared design is faster), and the largest
-difference between the two sides' indices. The load average is printed, since other work on
-the same cores slows both sides.
+prints both wall times (best of ``--repeats``, interleaved, after a warm-up), each side's split
+into forwards and estimator (SALib per image, or one ``lib.sobol`` call for the batch), the
+ratios loop / shared (above 1: the shared design is faster) overall and per part, and the
+largest difference between the two sides' indices. The load average is printed, since other
+work on the same cores slows both sides.
 """
 import argparse
 import os
@@ -120,17 +121,32 @@ def compare(arch, args, dev):
                                        num_resamples=args.num_resamples, seed=BOOTSTRAP_SEED,
                                        chunk_size=args.chunk_size, show_progress=False)
 
+    def shared_forwards():
+        return sobol_images.evaluate_masks(model, images, fill, masks, classes,
+                                           chunk_size=args.chunk_size, show_progress=False)
+
+    outputs = shared_forwards()
+
+    def shared_estimator():
+        return sobol_images.maps_from_outputs(outputs, args.grid,
+                                              num_resamples=args.num_resamples,
+                                              seed=BOOTSTRAP_SEED)
+
     measured = best_times({"shared": shared, "loop": lambda: per_image_loop(
-        model, images, fill, masks, classes, args)}, args.repeats)
+        model, images, fill, masks, classes, args), "shared forwards": shared_forwards,
+        "shared estimator": shared_estimator}, args.repeats)
     (ours_time, ours), (loop_time, (theirs, timings)) = measured["shared"], measured["loop"]
     difference = max(np.abs(getattr(ours, key).flatten(1).cpu().numpy() - theirs[key]).max()
                      for key in sobol_images.INDICES)
     forwards = args.images * sobol_images.forward_passes(args.grid, args.N)
+    forward_s, estimator_s = measured["shared forwards"][0], measured["shared estimator"][0]
     print(f"{arch:9s} {args.images} images x {forwards // args.images} forwards, "
-          f"{args.size} px, g={args.grid}, N={args.N}:  shared {ours_time:8.2f} s  "
-          f"loop {loop_time:8.2f} s (forwards {timings['forward']:.2f} s, SALib "
-          f"{timings['salib']:.2f} s)  ratio {loop_time / ours_time:5.2f}x  "
-          f"max |difference| {difference:.1e}", flush=True)
+          f"{args.size} px, g={args.grid}, N={args.N}:  shared {ours_time:8.2f} s "
+          f"(forwards {forward_s:.2f} s, estimator {estimator_s:.3f} s)  loop {loop_time:8.2f} s "
+          f"(forwards {timings['forward']:.2f} s, SALib {timings['salib']:.3f} s)  "
+          f"ratio {loop_time / ours_time:5.2f}x (forwards {timings['forward'] / forward_s:.2f}x, "
+          f"estimator {timings['salib'] / estimator_s:.1f}x)  max |difference| {difference:.1e}",
+          flush=True)
 
 
 def main():
