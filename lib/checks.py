@@ -108,6 +108,15 @@ def classes_in_range(target: torch.Tensor, num_classes: int) -> torch.Tensor:
     return target
 
 
+def classes_or_predictions(target, logits: torch.Tensor) -> torch.Tensor:
+    """``target`` checked against the model's classes, or the predicted class of each image
+    where ``target`` is None; ``logits`` are the model's scores of the intact images."""
+    given = class_targets(target, logits.shape[0], logits.device, allow_none=True)
+    if given is None:
+        return logits.argmax(dim=1)
+    return classes_in_range(given, logits.shape[1])
+
+
 def logits(output, batch: int) -> torch.Tensor:
     """The model's output as a ``(batch, classes)`` tensor of scores."""
     if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != batch:

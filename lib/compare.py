@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import am, cam, checks, local, metrics
+from .hardware import synchronize
 from .progress import progress
 
 METHODS = ("grad_cam", "am_change", "local_sensitivity", "gradient", "random")
@@ -118,7 +119,7 @@ def explanation_maps(model, images, target=None, *, layer, methods=METHODS[:4],
     for method in methods:
         start = time.perf_counter()
         map_set.maps[method] = compute[method]().detach()
-        _synchronize(images.device)
+        synchronize(images.device)
         map_set.seconds[method] = time.perf_counter() - start
     return map_set
 
@@ -130,11 +131,7 @@ def explained_classes(model, images, target, batch_size):
     with torch.no_grad():
         logits = torch.cat([model(images[s:s + batch_size])
                             for s in range(0, images.shape[0], batch_size)])
-    classes = checks.class_targets(target, images.shape[0], images.device, allow_none=True)
-    if classes is None:
-        return logits.argmax(dim=1)
-    checks.classes_in_range(classes, logits.shape[1])
-    return classes
+    return checks.classes_or_predictions(target, logits)
 
 
 def _am_change(model, images, classes, settings, show_progress, map_set):
@@ -320,11 +317,6 @@ def _check_methods(methods):
     if unknown or not methods:
         raise ValueError(f"unknown method(s) {unknown}; valid methods: {', '.join(METHODS)}")
     return methods
-
-
-def _synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def score_maps(model, images, maps, masks, target, *, baseline="blur", steps=20,

@@ -25,6 +25,12 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def synchronize(dev: torch.device) -> None:
+    """Wait for the device's queued work, so that a wall-clock time covers it (CUDA only)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def describe(dev: torch.device) -> str:
     """A short human name for a device, e.g. ``cuda (NVIDIA H200)`` or ``cpu (2 threads)``."""
     if dev.type == "cuda":

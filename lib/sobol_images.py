@@ -301,10 +301,4 @@ def _classes(model, images, target, chunk_size):
     predictions on the intact images."""
     logits = torch.cat([model(images[s:s + chunk_size])
                         for s in range(0, images.shape[0], chunk_size)])
-    given = checks.class_targets(target, images.shape[0], images.device, allow_none=True)
-    if given is None:
-        return logits.argmax(dim=1)
-    if given.min() < 0 or given.max() >= logits.shape[1]:
-        raise ValueError(f"target classes must be in 0..{logits.shape[1] - 1} for this model; "
-                         f"got {sorted(set(given.tolist()))}")
-    return given
+    return checks.classes_or_predictions(target, logits)
