@@ -1,4 +1,4 @@
-"""lib.cam.grad_cam against pytorch-grad-cam's GradCAM, side by side.
+"""lib.kernels.cam.grad_cam against pytorch-grad-cam's GradCAM, side by side.
 
     .venv/bin/python benchmarks/bench_cam.py [--arch resnet18 vgg16] [--batch 64] [--size 224]
                                              [--repeats 3]
@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,27 +26,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lib  # noqa: E402
-from lib import cam  # noqa: E402
+from lib.kernels import cam, hooks  # noqa: E402
+from lib.timing import best_times  # noqa: E402
 
 LAYERS = {"resnet18": "layer4", "vgg16": "features.29"}
-
-
-def synchronize():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def best_time(run, repeats):
-    """(best wall time in seconds, result of the last run), after one warm-up run."""
-    result = run()
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize()
-        start = time.perf_counter()
-        result = run()
-        synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def compare(arch, batch, size, repeats, dev):
@@ -63,11 +45,12 @@ def compare(arch, batch, size, repeats, dev):
                             show_progress=False)
 
     def theirs():
-        with GradCAM(model, [cam.get_layer(model, layer)]) as reference:
+        with GradCAM(model, [hooks.get_layer(model, layer)]) as reference:
             return reference(x, [ClassifierOutputTarget(int(c)) for c in classes])
 
-    ours_time, ours_maps = best_time(ours, repeats)
-    theirs_time, theirs_maps = best_time(theirs, repeats)
+    timed = best_times({"ours": ours, "theirs": theirs}, repeats, device=dev)
+    (ours_time, ours_maps), (theirs_time, theirs_maps) = (
+        (timed[side].wall, timed[side].result) for side in ("ours", "theirs"))
     difference = (ours_maps[:, 0].cpu() - torch.from_numpy(theirs_maps)).abs().max().item()
     print(f"{arch:9s} {batch:3d} x {size:3d} px  ours {ours_time:7.2f} s  "
           f"pytorch-grad-cam {theirs_time:7.2f} s  ratio {theirs_time / ours_time:5.2f}x  "

@@ -1,4 +1,4 @@
-"""lib.local.fd_sensitivity against Captum's FeatureAblation and Occlusion, side by side.
+"""lib.kernels.local.fd_sensitivity against Captum's FeatureAblation and Occlusion, side by side.
 
     .venv/bin/python benchmarks/bench_local.py [--model resnet18] [--repeats 3] [--threads N]
                                                [--per-forward 32 64 128]
@@ -22,7 +22,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,7 +30,8 @@ from captum.attr import FeatureAblation, Occlusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lib  # noqa: E402
-from lib import local  # noqa: E402
+from lib.kernels import local  # noqa: E402
+from lib.timing import best_time, best_times  # noqa: E402
 
 DELTA = 0.05
 CASES = (  # name, images, size, patch, channels
@@ -40,24 +40,10 @@ CASES = (  # name, images, size, patch, channels
 )
 
 
-def best_time(run, repeats):
-    """(best wall time in seconds, result of the last run)."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def make_model(name, dev):
     torch.manual_seed(0)
     if name == "efficientnet_lite0":
-        return lib.imagenet.load_model(name, dev)
+        return lib.ultrasound.imagenet.load_model(name, dev)
     # Random weights: the cost of a forward does not depend on them.
     return torchvision.models.get_model(name, num_classes=10).eval().to(dev)
 
@@ -110,11 +96,9 @@ def compare(model, case, sizes, repeats, dev):
                               ("Occlusion", captum_occlusion)):
             runs[label, chunk] = (lambda method=method, chunk=chunk:
                                   method(model, x, target, patch, channels, chunk))
-    times, maps = {key: float("inf") for key in runs}, {}
-    for _ in range(repeats):  # interleaved, so a burst of load hits every side alike
-        for key, run in runs.items():
-            seconds, maps[key] = best_time(run, 1)
-            times[key] = min(times[key], seconds)
+    timed = best_times(runs, repeats, warmup=False, device=dev)
+    times = {key: timing.wall for key, timing in timed.items()}
+    maps = {key: timing.result for key, timing in timed.items()}
     report(name, x, patch, model, sizes, times, maps)
 
 
@@ -143,8 +127,9 @@ def full_map_on_gpu(dev):
     """A full 224 x 224 per-pixel map of ResNet-18 (all channels together)."""
     model = torchvision.models.resnet18(num_classes=1000).eval().to(dev)
     x = torch.rand(1, 3, 224, 224, device=dev)
-    seconds, result = best_time(lambda: local.fd_sensitivity(model, x, 0, DELTA,
-                                                             channels="all"), 1)
+    timed = best_time(lambda: local.fd_sensitivity(model, x, 0, DELTA, channels="all"), 1,
+                      warmup=False, device=dev)
+    seconds, result = timed.wall, timed.result
     print(f"\nResNet-18, full 224 x 224 per-pixel map on {lib.hardware.describe(dev)}: "
           f"{seconds:.1f} s for {result[0].numel()} perturbations "
           f"(chunk {local.auto_chunk_size(model, x)})")

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_sobol.py [--log2-n 16] [--dims 8] [--resamples 100]
                                                [--repeats 5] [--threads T]
 
-1. ``analyze``: SALib's ``analyze.sobol.analyze`` and ``lib.sobol.analyze`` on the same Y
+1. ``analyze``: SALib's ``analyze.sobol.analyze`` and ``lib.kernels.sobol.analyze`` on the same Y
    (second order, the same bootstrap seed); prints both times, their ratio and the largest
    difference between the two results.
 2. End to end, sample + evaluate + analyze for a small MLP (D -> 16 -> 16 -> 1, sigmoid): ours
@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +27,15 @@ from SALib.sample import sobol as salib_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lib  # noqa: E402
-from lib import sobol  # noqa: E402
-
-
-def best_time(run, repeats: int):
-    """Best wall time and best CPU time (all threads of this process) in seconds, and the
-    result of the last run. The CPU time is less sensitive to other work on the machine."""
-    wall, cpu, result = float("inf"), float("inf"), None
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        result = run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        wall = min(wall, time.perf_counter() - start)
-        cpu = min(cpu, time.process_time() - start_cpu)
-    return wall, cpu, result
+from lib.kernels import sobol  # noqa: E402
+from lib.timing import best_time  # noqa: E402
 
 
 def report(label: str, salib, ours, note: str = "") -> None:
-    print(f"{label:9s} wall: SALib {salib[0]:7.3f} s | lib.sobol {ours[0]:7.4f} s | ratio "
-          f"{salib[0] / ours[0]:6.1f}x    cpu: SALib {salib[1]:7.3f} s | lib.sobol "
-          f"{ours[1]:7.4f} s | ratio {salib[1] / ours[1]:6.1f}x{note}")
+    """One line of wall and CPU times (``lib.timing.Timing``) and their ratios."""
+    print(f"{label:9s} wall: SALib {salib.wall:7.3f} s | lib.sobol {ours.wall:7.4f} s | ratio "
+          f"{salib.wall / ours.wall:6.1f}x    cpu: SALib {salib.cpu:7.3f} s | lib.sobol "
+          f"{ours.cpu:7.4f} s | ratio {salib.cpu / ours.cpu:6.1f}x{note}")
 
 
 def make_problem(D: int) -> dict:
@@ -70,13 +57,13 @@ def largest_difference(ours, theirs) -> float:
 def bench_analyze(problem, N, resamples, repeats, dev):
     X = sobol.sample(problem, N, seed=1)
     Y = sobol.evaluate(make_mlp(problem["num_vars"]).to(dev), X).double().cpu().numpy()[:, 0]
-    *salib, theirs = best_time(lambda: salib_analyze.analyze(
-        problem, Y, num_resamples=resamples, seed=7), 1)
+    salib = best_time(lambda: salib_analyze.analyze(problem, Y, num_resamples=resamples,
+                                                    seed=7), 1, warmup=False, device=dev)
     Y_dev = torch.as_tensor(Y, device=dev)
-    *ours, result = best_time(lambda: sobol.analyze(problem, Y_dev, num_resamples=resamples,
-                                                    seed=7), repeats)
+    ours = best_time(lambda: sobol.analyze(problem, Y_dev, num_resamples=resamples, seed=7),
+                     repeats, warmup=False, device=dev)
     report("analyze", salib, ours,
-           f"    max |difference| {largest_difference(result, theirs):.1e}")
+           f"    max |difference| {largest_difference(ours.result, salib.result):.1e}")
 
 
 def bench_end_to_end(problem, N, resamples, repeats, dev):
@@ -92,8 +79,8 @@ def bench_end_to_end(problem, N, resamples, repeats, dev):
         Y = sobol.evaluate(model, X).double().cpu().numpy()[:, 0]
         return salib_analyze.analyze(problem, Y, num_resamples=resamples, seed=7)
 
-    *mine, _ = best_time(ours, repeats)
-    *salib, _ = best_time(theirs, 1)
+    mine = best_time(ours, repeats, warmup=False, device=dev)
+    salib = best_time(theirs, 1, warmup=False, device=dev)
     report("end2end", salib, mine, "    (sample + evaluate MLP + analyze)")
 
 

@@ -12,7 +12,7 @@ forward passes per image, the "blur" baseline, each image's predicted class.
   and Xplique): for each image in turn, the masks go through the network ``--batch-size`` at a
   time (upsampled, applied to that image, scores moved to NumPy), then SALib's
   ``analyze.sobol`` estimates the indices and their bootstrap intervals for that image;
-- **shared design**: ``lib.sobol_images.sobol_maps``: (mask, image) pairs of the whole batch
+- **shared design**: ``lib.kernels.sobol_images.sobol_maps``: (mask, image) pairs of the whole batch
   in chunks of ``--chunk-size`` on the device, then one call of the estimator kernel for every
   image at once.
 
@@ -39,32 +39,12 @@ from SALib.analyze import sobol as salib_sobol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lib  # noqa: E402
-from lib import models, sobol_images  # noqa: E402
+from lib.kernels import sobol_images  # noqa: E402
+from lib.timing import best_times  # noqa: E402
+from lib.ultrasound import models  # noqa: E402
 
 ARCHS = ("small", "resnet18", "vgg16")
 BOOTSTRAP_SEED = 1  # SALib reads a seed of 0 as "no seed"
-
-
-def synchronize():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def best_times(runs, repeats):
-    """{name: (best wall time in seconds, result of that run)} for ``runs`` {name: run},
-    after one warm-up run each, the timed runs interleaved so that a change of load on shared
-    cores hits both sides alike."""
-    best = {name: (float("inf"), run()) for name, run in runs.items()}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            synchronize()
-            start = time.perf_counter()
-            result = run()
-            synchronize()
-            seconds = time.perf_counter() - start
-            if seconds < best[name][0]:
-                best[name] = (seconds, result)
-    return best
 
 
 def network(arch, dev):
@@ -127,16 +107,18 @@ def compare(arch, args, dev):
 
     measured = best_times({"shared": shared, "loop": lambda: per_image_loop(
         model, images, fill, masks, classes, args), "shared forwards": shared_forwards},
-        args.repeats)
-    outputs = measured["shared forwards"][1]
+        args.repeats, device=dev)
+    outputs = measured["shared forwards"].result
     measured.update(best_times({"shared estimator": lambda: sobol_images.maps_from_outputs(
         outputs, args.grid, num_resamples=args.num_resamples, seed=BOOTSTRAP_SEED)},
-        args.repeats))
-    (ours_time, ours), (loop_time, (theirs, timings)) = measured["shared"], measured["loop"]
+        args.repeats, device=dev))
+    ours_time, ours = measured["shared"].wall, measured["shared"].result
+    loop_time, (theirs, timings) = measured["loop"].wall, measured["loop"].result
     difference = max(np.abs(getattr(ours, key).flatten(1).cpu().numpy() - theirs[key]).max()
                      for key in sobol_images.INDICES)
     forwards = args.images * sobol_images.forward_passes(args.grid, args.N)
-    forward_s, estimator_s = measured["shared forwards"][0], measured["shared estimator"][0]
+    forward_s, estimator_s = (measured[key].wall for key in ("shared forwards",
+                                                             "shared estimator"))
     print(f"{arch:9s} {args.images} images x {forwards // args.images} forwards, "
           f"{args.size} px, g={args.grid}, N={args.N}:  shared {ours_time:8.2f} s "
           f"(forwards {forward_s:.2f} s, estimator {estimator_s:.3f} s)  loop {loop_time:8.2f} s "

@@ -1,4 +1,4 @@
-"""Training many small MLPs: lib.tabular's batched training against one model at a time.
+"""Training many small MLPs: lib.diabetes's batched training against one model at a time.
 
     .venv/bin/python benchmarks/bench_tabular.py [--subsets 8] [--big-subsets 64]
 
@@ -6,7 +6,7 @@ On the Pima table under 5 x 5 repeated stratified cross-validation, the same net
 (8 -> 16 -> 8 -> 1, ReLU, full-batch Adam, lr 0.01, L2 1e-4, early stopping with patience 50)
 are trained
 
-1. by ``lib.tabular.cross_validate``, all ``--subsets`` x 25 networks in one batch;
+1. by ``lib.cv.cross_validate``, all ``--subsets`` x 25 networks in one batch;
 2. by the same code, one network at a time (a Python loop over networks);
 3. by scikit-learn's ``MLPClassifier`` (the tool a practitioner would reach for), one pipeline
    per network: median imputation, scaling, then the same architecture with full-batch Adam
@@ -22,7 +22,6 @@ import argparse
 import math
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -31,13 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lib  # noqa: E402
-from lib import tabular  # noqa: E402
-
-
-def timed(run):
-    start, start_cpu = time.perf_counter(), time.process_time()
-    result = run()
-    return time.perf_counter() - start, time.process_time() - start_cpu, result
+from lib.diabetes import cv, ensemble, table  # noqa: E402
+from lib.timing import best_times  # noqa: E402
 
 
 def subset_masks(count: int, seed: int = 0) -> torch.Tensor:
@@ -50,14 +44,14 @@ def subset_masks(count: int, seed: int = 0) -> torch.Tensor:
 
 
 def batched(X, y, splits, masks, config):
-    return tabular.cross_validate(X, y, splits, config, input_masks=masks, seed=0,
-                                  show_progress=False)
+    return cv.cross_validate(X, y, splits, config, input_masks=masks, seed=0,
+                             show_progress=False)
 
 
 def one_at_a_time(X, y, splits, masks, config):
     """The same networks, each trained alone (chunks of one model)."""
-    return tabular.cross_validate(X, y, splits, config, input_masks=masks, seed=0,
-                                  show_progress=False, chunk_models=1)
+    return cv.cross_validate(X, y, splits, config, input_masks=masks, seed=0,
+                             show_progress=False, chunk_models=1)
 
 
 def scikit_learn(X, y, splits, masks, config):
@@ -71,8 +65,8 @@ def scikit_learn(X, y, splits, masks, config):
     values, labels = X.cpu().numpy(), y.cpu().numpy()
     scores = []
     for mask in masks.numpy():
-        for train, test in zip(splits.train.cpu().numpy(), splits.test.cpu().numpy()):
-            fit_rows = int(train.sum()) - math.ceil(0.2 * int(train.sum()))  # full batch
+        for training, test in zip(splits.train.cpu().numpy(), splits.test.cpu().numpy()):
+            fit_rows = int(training.sum()) - math.ceil(0.2 * int(training.sum()))  # full batch
             network = MLPClassifier(hidden_layer_sizes=config.hidden, activation="relu",
                                     solver="adam", learning_rate_init=config.lr,
                                     alpha=config.weight_decay, batch_size=fit_rows,
@@ -82,7 +76,7 @@ def scikit_learn(X, y, splits, masks, config):
             pipeline = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), network)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                pipeline.fit(values[train][:, mask], labels[train])
+                pipeline.fit(values[training][:, mask], labels[training])
             scores.append(roc_auc_score(labels[test],
                                         pipeline.predict_proba(values[test][:, mask])[:, 1]))
     return float(np.mean(scores))
@@ -97,28 +91,32 @@ def main() -> None:
     args = parser.parse_args()
     lib.seed_everything(0)
     frame = lib.data.load_pima(missing="nan")
-    X, y = tabular.table_tensors(frame, device="cpu")
-    splits = tabular.cv_splits(y, n_repeats=5, n_folds=5, seed=0)
-    config = tabular.MLPConfig()
+    X, y = table.table_tensors(frame, device="cpu")
+    splits = cv.cv_splits(y, n_repeats=5, n_folds=5, seed=0)
+    config = ensemble.MLPConfig()
     masks = subset_masks(args.subsets)
     networks = len(masks) * splits.num_splits
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; torch "
           f"{torch.__version__}; {networks} networks")
-    batched(X, y, splits, masks[:1], tabular.MLPConfig(max_epochs=5))  # warm-up
-    ours = timed(lambda: batched(X, y, splits, masks, config))
-    alone = timed(lambda: one_at_a_time(X, y, splits, masks, config))
-    sklearn = timed(lambda: scikit_learn(X, y, splits, masks, config))
-    auc = {"batched": ours[2].metrics["roc_auc"].mean(),
-           "one at a time": alone[2].metrics["roc_auc"].mean(), "scikit-learn": sklearn[2]}
-    for label, (wall, cpu, _) in (("batched", ours), ("one at a time", alone),
-                                  ("scikit-learn", sklearn)):
-        print(f"{label:14s} wall {wall:7.2f} s ({wall / ours[0]:5.1f}x)   cpu {cpu:7.2f} s "
-              f"({cpu / ours[1]:5.1f}x)   mean test AUC {auc[label]:.3f}")
+    batched(X, y, splits, masks[:1], ensemble.MLPConfig(max_epochs=5))  # warm-up
+    timed = best_times({"batched": lambda: batched(X, y, splits, masks, config),
+                        "one at a time": lambda: one_at_a_time(X, y, splits, masks, config),
+                        "scikit-learn": lambda: scikit_learn(X, y, splits, masks, config)},
+                       1, warmup=False, device="cpu")
+    ours = timed["batched"]
+    auc = {"batched": ours.result.metrics["roc_auc"].mean(),
+           "one at a time": timed["one at a time"].result.metrics["roc_auc"].mean(),
+           "scikit-learn": timed["scikit-learn"].result}
+    for label, timing in timed.items():
+        print(f"{label:14s} wall {timing.wall:7.2f} s ({timing.wall / ours.wall:5.1f}x)   "
+              f"cpu {timing.cpu:7.2f} s ({timing.cpu / ours.cpu:5.1f}x)   "
+              f"mean test AUC {auc[label]:.3f}")
     big = subset_masks(args.big_subsets)
-    wall, cpu, _ = timed(lambda: batched(X, y, splits, big, config))
+    timing = best_times({"big": lambda: batched(X, y, splits, big, config)}, 1,
+                        warmup=False, device="cpu")["big"]
     count = len(big) * splits.num_splits
-    print(f"batched, {count} networks: wall {wall:.2f} s, cpu {cpu:.2f} s "
-          f"({1000 * cpu / count:.1f} ms of CPU per network)")
+    print(f"batched, {count} networks: wall {timing.wall:.2f} s, cpu {timing.cpu:.2f} s "
+          f"({1000 * timing.cpu / count:.1f} ms of CPU per network)")
 
 
 if __name__ == "__main__":

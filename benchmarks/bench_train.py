@@ -1,6 +1,6 @@
 """Training and inference throughput (images/s) of the ultrasound CNNs, per model and device.
 
-Our training step augments the whole batch at once on the device (``lib.train.train_step``).
+Our training step augments the whole batch at once on the device (``lib.ultrasound.train.train_step``).
 The reference is the usual torchvision recipe: ``transforms.v2`` applied image by image, as a
 ``DataLoader`` does, followed by the same forward and backward pass. Both see the same batch
 size, image size, model and optimiser; the ratio is ours / reference.
@@ -12,14 +12,16 @@ epochs for a training-time estimate on this machine.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torchvision.transforms import v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import hardware, models, profiles, train  # noqa: E402
+from lib import hardware  # noqa: E402
+from lib.book import profiles  # noqa: E402
+from lib.timing import best_time  # noqa: E402
+from lib.ultrasound import models, train  # noqa: E402
 
 
 def reference_augmentation(aug: train.Augmentation):
@@ -32,25 +34,15 @@ def reference_augmentation(aug: train.Augmentation):
     ])
 
 
-def synchronise(dev):
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def images_per_second(step, batch_size, batches, dev):
     """Throughput per second of wall time and per second of this process's CPU time.
 
     On a CPU shared with other jobs the wall-time rate drops while the CPU-time rate stays
     close to what the process would reach alone (divided by the threads it uses).
     """
-    step()  # warm-up: kernel selection, allocations
-    synchronise(dev)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(batches):
-        step()
-    synchronise(dev)
+    timed = best_time(lambda: [step() for _ in range(batches)], 1, device=dev)
     images = batch_size * batches
-    return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
+    return images / timed.wall, images / timed.cpu
 
 
 def measure(arch, size, batch_size, batches, dev):

@@ -1,18 +1,18 @@
-"""The thin library behind the book's chapters: data, models and sensitivity kernels.
+"""The thin library behind the book's chapters, in wings by job (see book/contributing.md):
 
-Submodules load on first use (``lib.sobol``, ``lib.data``, ...), so ``import lib`` is cheap and
-a chapter depends only on the modules it touches.
+- ``lib.kernels``: the sensitivity kernels (Sobol, pixel perturbation, Grad-CAM, AM, metrics);
+- ``lib.diabetes``: the Pima experiments (batched MLPs, cross-validation, reduction);
+- ``lib.ultrasound``: the CNN experiments (networks, training, evaluation, comparison);
+- ``lib.book``: the machinery that runs and renders the chapters;
+- ``lib.data``, ``lib.hardware``, ``lib.progress``, ``lib.timing``: shared by all of them.
+
+Submodules and wings load on first use (``lib.data``, ``lib.kernels.sobol``), so
+``import lib`` is cheap and a chapter depends only on the modules it touches.
 """
-import importlib
-from pathlib import Path
-
+from . import lazy
+from .book.provenance import setup
 from .hardware import device, seed_everything
-from .provenance import setup
+from .version import VERSION as __version__
 
-__version__ = "0.1.0"
-
-
-def __getattr__(name):
-    if (Path(__file__).parent / f"{name}.py").exists():
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'lib' has no attribute {name!r}")
+__all__ = ["setup", "device", "seed_everything", "__version__"]
+__getattr__ = lazy.submodules(__name__, __path__)

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from . import chapters, paths, profiles, runner
+from .book import chapters, paths, profiles, runner
 
 
 def list_chapters() -> None:

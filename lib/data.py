@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import cache, paths
+from .book import paths
+from .files import file_digest, sha256_file, write_bytes_atomic
 
 MANIFEST = "SHA256SUMS"
 PIMA_FILE = "pima/pima_indians_diabetes.csv"
@@ -83,7 +84,7 @@ def verified_path(relpath: str) -> tuple:
     if not path.exists():
         raise FileNotFoundError(f"data file {relpath} is missing from {data_dir}; "
                                 f"{restore_hint(relpath)}")
-    actual = cache.sha256_file(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise ChecksumError(f"data file {relpath} is corrupt or was modified: its SHA-256 is "
                             f"{actual[:16]}..., data/{MANIFEST} expects {expected[:16]}...; "
@@ -237,14 +238,6 @@ def busi_duplicates() -> pd.DataFrame:
 
 # --- BreastMNIST (download on request) -----------------------------------------------------
 
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_breastmnist(root=None) -> Path:
     """Path of ``breastmnist.npz`` (MedMNIST, 28 px) under ``root``, downloading it if needed.
 
@@ -254,7 +247,7 @@ def download_breastmnist(root=None) -> Path:
     """
     root = Path(root) if root is not None else Path.home() / ".medmnist"
     target = root / "breastmnist.npz"
-    if target.exists() and md5_file(target) == BREASTMNIST_MD5:
+    if target.exists() and file_digest(target, "md5") == BREASTMNIST_MD5:
         return target
     try:
         with urllib.request.urlopen(BREASTMNIST_URL, timeout=DOWNLOAD_TIMEOUT_S) as response:
@@ -268,5 +261,5 @@ def download_breastmnist(root=None) -> Path:
     if actual != BREASTMNIST_MD5:
         raise ChecksumError(f"the downloaded BreastMNIST file has MD5 {actual}, expected "
                             f"{BREASTMNIST_MD5}; nothing was saved. Try again later")
-    cache.write_bytes_atomic(target, payload)
+    write_bytes_atomic(target, payload)
     return target

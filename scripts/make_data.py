@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lib import cache  # noqa: E402
+from lib import files  # noqa: E402
 from lib import data as shipped  # noqa: E402
 from lib.progress import progress  # noqa: E402
 
@@ -111,7 +111,7 @@ def read_scan(cls: str, image_path: Path, mask_paths, size: int) -> dict:
         "name": image_path.name, "class": cls,
         "width": gray.width, "height": gray.height, "colour": is_colour(original),
         "masks": len(mask_paths), "phash": str(imagehash.phash(gray)),
-        "pixels_sha256": cache.sha256_bytes(repr(pixels.shape).encode() + pixels.tobytes()),
+        "pixels_sha256": files.sha256_bytes(repr(pixels.shape).encode() + pixels.tobytes()),
         "image": shrink(pixels, size),
         "mask": shrink(mask.astype(np.float32), size) >= MASK_THRESHOLD,
     }
@@ -225,7 +225,7 @@ def write_busi(scans: list, out: Path) -> dict:
 
 
 def write_manifest(out: Path) -> None:
-    lines = [f"{cache.sha256_file(p)}  {p.relative_to(out).as_posix()}"
+    lines = [f"{files.sha256_file(p)}  {p.relative_to(out).as_posix()}"
              for p in sorted(out.rglob("*")) if p.is_file() and p.name not in NOT_IN_MANIFEST]
     (out / shipped.MANIFEST).write_text("\n".join(lines) + "\n")
 
@@ -245,7 +245,7 @@ def build(busi: Path, pima: Path, out: Path, size: int = SIZE) -> None:
 def verify(out: Path) -> int:
     """Check the files of ``out`` against its SHA256SUMS (no originals needed)."""
     bad = [rel for rel, digest in shipped.read_manifest(out).items()
-           if not (out / rel).exists() or cache.sha256_file(out / rel) != digest]
+           if not (out / rel).exists() or files.sha256_file(out / rel) != digest]
     for rel in bad:
         print(f"FAILED {rel}: missing or different from {shipped.MANIFEST}")
     print(f"{len(shipped.read_manifest(out)) - len(bad)} files match {out / shipped.MANIFEST}")

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from lib import am
-from lib.metrics import gaussian_blur
+from lib.kernels import am
+from lib.kernels.blur import gaussian_blur
 
 SIZE = 16
 
@@ -207,7 +207,7 @@ def test_bad_target_specifications_are_refused(model):
         am.unit("conv2", 0, position=(1,))
     with pytest.raises(TypeError, match="targets"):
         am.maximize(model, [], size=SIZE, steps=1)
-    with pytest.raises(TypeError, match="lib.am.Target"):
+    with pytest.raises(TypeError, match="lib.kernels.am.Target"):
         am.maximize(model, ["class 0"], size=SIZE, steps=1)
     with pytest.raises(ValueError, match="training mode"):
         am.maximize(tiny_cnn().train(), [0], size=SIZE, steps=1)

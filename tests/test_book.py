@@ -7,7 +7,7 @@ import nbformat
 import pytest
 import yaml
 
-from lib import chapters, paths, runner
+from lib.book import chapters, paths, runner
 
 OUTPUT_ROOT = paths.ROOT / "_build" / "test"
 SANITIZE = paths.ROOT / "tests" / "nbval_sanitize.cfg"

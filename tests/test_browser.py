@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from lib import paths
+from lib.book import paths
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from lib import cam
+from lib.kernels import cam, hooks
 
 
 def tiny_cnn(in_channels=3, num_classes=4):
@@ -54,7 +54,7 @@ def test_equals_pytorch_grad_cam_after_its_normalisation(request, name, layer, s
     model, x = build(request, name), images(size)
     classes = [0, 2, 1]
     ours = cam.grad_cam(model, x, classes, layer=layer, normalize=True)
-    with gradcam.GradCAM(model, [cam.get_layer(model, layer)]) as reference:
+    with gradcam.GradCAM(model, [hooks.get_layer(model, layer)]) as reference:
         theirs = reference(x, [targets_module.ClassifierOutputTarget(c) for c in classes])
     assert ours.shape == (3, 1, size, size)
     assert ours.amax() > 0.99  # the maps are not all zero: the comparison means something
@@ -68,7 +68,7 @@ def test_equals_captum_layer_grad_cam_at_layer_resolution(request, name, layer, 
     model, x = build(request, name), images(size)
     classes = torch.tensor([3, 0, 1])
     ours = cam.grad_cam(model, x, classes, layer=layer, upsample=False, relu=relu)
-    theirs = captum_attr.LayerGradCam(model, cam.get_layer(model, layer)).attribute(
+    theirs = captum_attr.LayerGradCam(model, hooks.get_layer(model, layer)).attribute(
         x, target=classes, relu_attributions=relu)
     assert ours.shape == theirs.shape and ours.shape[-1] <= size
     assert ours.abs().amax() > 0
@@ -148,7 +148,7 @@ def test_tiny_maps_still_equal_pytorch_grad_cam():
     x = images(20)
     ours = cam.grad_cam(model, x, [0, 1, 2], layer="features.3", normalize=True)
     assert cam.grad_cam(model, x, [0, 1, 2], layer="features.3").amax() < 1e-8
-    with gradcam.GradCAM(model, [cam.get_layer(model, "features.3")]) as reference:
+    with gradcam.GradCAM(model, [hooks.get_layer(model, "features.3")]) as reference:
         theirs = reference(x, [targets_module.ClassifierOutputTarget(c) for c in [0, 1, 2]])
     torch.testing.assert_close(ours[:, 0], torch.from_numpy(theirs), atol=1e-4, rtol=0)
 

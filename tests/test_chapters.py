@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from lib import chapters, paths, profiles
+from lib.book import chapters, paths, profiles
 
 
 def test_every_chapter_has_profile_and_seed_knobs():
@@ -69,26 +69,6 @@ def test_assignments_parse_literals_and_fall_back_to_strings():
     assert parsed == {"N": 1024, "lr": 1e-3, "arch": "vgg16", "dims": [1, 2]}
     with pytest.raises(ValueError, match="name=value"):
         chapters.parse_assignments(["N1024"])
-
-
-def test_lib_dependencies_follow_imports_transitively(tmp_path, monkeypatch):
-    lib_dir = tmp_path / "lib"
-    lib_dir.mkdir()
-    (lib_dir / "__init__.py").write_text("from .core import x\n")
-    (lib_dir / "core.py").write_text("x = 1\n")
-    (lib_dir / "alpha.py").write_text("from . import beta\n")
-    (lib_dir / "beta.py").write_text("def f():\n    from .gamma import g\n")
-    (lib_dir / "gamma.py").write_text("g = 1\n")
-    (lib_dir / "unused.py").write_text("u = 1\n")
-    monkeypatch.setattr(paths, "LIB_DIR", lib_dir)
-    chapters._imports_of.cache_clear()
-    try:
-        code = "import lib\nresult = lib.alpha.run()\n"
-        found = chapters.lib_closure(chapters.modules_used(code, package_relative=False)
-                                     | chapters.init_modules())
-        assert found == {"core", "alpha", "beta", "gamma"}
-    finally:
-        chapters._imports_of.cache_clear()
 
 
 def test_cli_refuses_unknown_parameter_with_a_helpful_message():

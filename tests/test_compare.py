@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib import am, cam, compare, local, metrics
+from lib.kernels import am, cam, local, metrics
+from lib.ultrasound import compare
 
 SIZE = 16
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from lib import evaluate
+from lib.kernels import bootstrap
+from lib.ultrasound import evaluate
 
 
 def random_case(n=120, k=3, seed=0, ties=False):
@@ -56,7 +57,7 @@ def test_confusion_matrix_equals_sklearn():
 
 def test_each_bootstrap_replicate_equals_sklearn_on_that_resample():
     labels, scores = random_case(n=60, seed=1, ties=True)
-    counts = evaluate.bootstrap_counts(60, n_boot=5, seed=7)
+    counts = bootstrap.bootstrap_counts(60, n_boot=5, seed=7)
     replicates = evaluate.replicate_metrics(labels, scores, counts)
     for row in range(5):
         index = torch.repeat_interleave(torch.arange(60), counts[row].long())
@@ -66,11 +67,11 @@ def test_each_bootstrap_replicate_equals_sklearn_on_that_resample():
 
 
 def test_bootstrap_counts_are_resamples_of_the_right_size():
-    counts = evaluate.bootstrap_counts(50, n_boot=200, seed=0)
+    counts = bootstrap.bootstrap_counts(50, n_boot=200, seed=0)
     assert counts.shape == (200, 50)
     assert torch.all(counts.sum(dim=1) == 50)
-    assert torch.equal(counts, evaluate.bootstrap_counts(50, n_boot=200, seed=0))
-    assert not torch.equal(counts, evaluate.bootstrap_counts(50, n_boot=200, seed=1))
+    assert torch.equal(counts, bootstrap.bootstrap_counts(50, n_boot=200, seed=0))
+    assert not torch.equal(counts, bootstrap.bootstrap_counts(50, n_boot=200, seed=1))
     # each case is drawn once per resample on average
     assert counts.mean().item() == pytest.approx(1.0)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from lib import imagenet, models
+from lib.ultrasound import imagenet, models
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

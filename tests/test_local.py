@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lib.local import correlation, fd_sensitivity, gradient, relative_error
+from lib.kernels.local import correlation, fd_sensitivity, gradient, relative_error
 
 NUM_CLASSES = 5
 
@@ -39,7 +39,7 @@ TARGETS = [1, 3]
 
 def naive_map(model, x, targets, delta, scheme="forward", patch=1, channels="each",
               output="logit"):
-    """One forward per perturbation and image, written independently of lib.local."""
+    """One forward per perturbation and image, written independently of lib.kernels.local."""
     def score(image, target):
         logits = model(image.unsqueeze(0))[0]
         return (logits.softmax(0) if output == "probability" else logits)[target]
@@ -248,7 +248,7 @@ def test_automatic_chunks_shrink_when_memory_runs_out(relu_net, images):
 
 
 def test_automatic_chunk_fills_the_cpu_batch(relu_net, images):
-    from lib.local import CPU_IMAGES_PER_FORWARD, auto_chunk_size
+    from lib.kernels.local import CPU_IMAGES_PER_FORWARD, auto_chunk_size
 
     forward = auto_chunk_size(relu_net, images, "forward")
     central = auto_chunk_size(relu_net, images, "central")

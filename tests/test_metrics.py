@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib import metrics
+from lib.kernels import blur, metrics
 
 NAN = float("nan")
 
@@ -259,15 +259,15 @@ def test_perturbation_curves_bad_input():
 
 def test_gaussian_blur_preserves_constants_and_sums():
     constant = torch.full((2, 3, 9, 9), 0.7)
-    torch.testing.assert_close(metrics.gaussian_blur(constant, 2.0), constant)
+    torch.testing.assert_close(blur.gaussian_blur(constant, 2.0), constant)
     spike = torch.zeros(1, 1, 21, 21)
     spike[..., 10, 10] = 1
-    blurred = metrics.gaussian_blur(spike, 1.5)
+    blurred = blur.gaussian_blur(spike, 1.5)
     assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)
     assert blurred[0, 0, 10, 10] == blurred.max()
     torch.testing.assert_close(blurred, blurred.transpose(-1, -2))
     with pytest.raises(ValueError, match="sigma"):
-        metrics.gaussian_blur(spike, 0)
+        blur.gaussian_blur(spike, 0)
 
 
 # --- all metrics and the summary table ----------------------------------------------------

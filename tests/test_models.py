@@ -7,7 +7,9 @@ import torch
 import torchvision
 from torch import nn
 
-from lib import cache, data, models, paths, train
+from lib import data
+from lib.book import cache, paths
+from lib.ultrasound import checkpoints, models, train
 
 CLASSES = ["normal", "benign", "malignant"]
 
@@ -151,10 +153,10 @@ def trained_setup(tmp_path, monkeypatch):
 
 
 def test_load_trained_trains_once_then_reuses_the_checkpoint(trained_setup, monkeypatch, capsys):
-    model, run = models.load_trained("resnet18", "smoke")
+    model, run = checkpoints.load_trained("resnet18", "smoke")
     assert "training resnet18 from scratch" in capsys.readouterr().out
     assert not model.training
-    assert run.config == train.config_for("resnet18", "smoke")
+    assert run.config == checkpoints.config_for("resnet18", "smoke")
     assert len(run.history["val_loss"]) == run.epochs_run
     images = fake_busi("test", run.config.image_size).images
     expected = models.predict_logits(model, images)
@@ -163,49 +165,49 @@ def test_load_trained_trains_once_then_reuses_the_checkpoint(trained_setup, monk
         raise AssertionError("a cached checkpoint must not be retrained")
 
     monkeypatch.setattr(train, "train_checkpoint", no_training)
-    again, run_again = models.load_trained("resnet18", "smoke")
+    again, run_again = checkpoints.load_trained("resnet18", "smoke")
     assert torch.equal(models.predict_logits(again, images), expected)
     assert run_again.history == run.history
 
 
 def test_a_corrupt_checkpoint_is_retrained_not_loaded(trained_setup, capsys):
-    models.load_trained("resnet18", "smoke")
+    checkpoints.load_trained("resnet18", "smoke")
     (entry,) = (trained_setup / "models").glob("resnet18-smoke-*.pt")
     entry.write_bytes(entry.read_bytes()[:1000])
-    model, _ = models.load_trained("resnet18", "smoke")
+    model, _ = checkpoints.load_trained("resnet18", "smoke")
     assert "corrupt" in capsys.readouterr().out
     assert cache.is_valid(entry)
 
 
 def test_training_is_repeatable_and_leaves_the_global_random_state_alone(trained_setup):
     before = torch.get_rng_state()
-    first, _ = models.load_trained("resnet18", "smoke", verbose=False)
+    first, _ = checkpoints.load_trained("resnet18", "smoke", verbose=False)
     assert torch.equal(torch.get_rng_state(), before)
     for entry in (trained_setup / "models").iterdir():
         entry.unlink()
-    second, _ = models.load_trained("resnet18", "smoke", verbose=False)
+    second, _ = checkpoints.load_trained("resnet18", "smoke", verbose=False)
     for name, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[name]), name
 
 
 def test_checkpoint_key_sees_seed_settings_data_and_code(trained_setup, monkeypatch):
-    config = train.config_for("resnet18", "smoke")
-    key = models.checkpoint_key("resnet18", config, None, 0)
-    assert models.checkpoint_key("resnet18", config, None, 1) != key
-    assert models.checkpoint_key("resnet18", config, "imagenet", 0) != key
-    assert models.checkpoint_key("vgg16", config, None, 0) != key
-    changed = train.config_for("resnet18", "smoke", epochs=2)
-    assert models.checkpoint_key("resnet18", changed, None, 0) != key
+    config = checkpoints.config_for("resnet18", "smoke")
+    key = checkpoints.checkpoint_key("resnet18", config, None, 0)
+    assert checkpoints.checkpoint_key("resnet18", config, None, 1) != key
+    assert checkpoints.checkpoint_key("resnet18", config, "imagenet", 0) != key
+    assert checkpoints.checkpoint_key("vgg16", config, None, 0) != key
+    changed = checkpoints.config_for("resnet18", "smoke", epochs=2)
+    assert checkpoints.checkpoint_key("resnet18", changed, None, 0) != key
     monkeypatch.setattr(cache, "data_digest", lambda: "other data")
-    assert models.checkpoint_key("resnet18", config, None, 0) != key
-    monkeypatch.setattr(cache, "lib_source_digest", lambda names: "edited " + ",".join(names))
-    assert models.checkpoint_key("resnet18", config, None, 0) != key
+    assert checkpoints.checkpoint_key("resnet18", config, None, 0) != key
+    monkeypatch.setattr(checkpoints.imports, "closure_digest", lambda *names: "edited code")
+    assert checkpoints.checkpoint_key("resnet18", config, None, 0) != key
 
 
 def test_load_trained_rejects_bad_arguments():
     with pytest.raises(ValueError, match="valid architectures"):
-        models.load_trained("alexnet", "smoke")
+        checkpoints.load_trained("alexnet", "smoke")
     with pytest.raises(ValueError, match="valid profiles"):
-        models.load_trained("resnet18", "huge")
+        checkpoints.load_trained("resnet18", "huge")
     with pytest.raises(ValueError, match="valid weights"):
-        models.load_trained("resnet18", "smoke", weights="IMAGENET1K_V1")
+        checkpoints.load_trained("resnet18", "smoke", weights="IMAGENET1K_V1")

@@ -6,7 +6,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lib import metrics, plots  # noqa: E402
+from lib.kernels import metrics  # noqa: E402
+from lib.ultrasound import plots  # noqa: E402
 
 
 def test_one_row_per_image_and_one_column_per_map():

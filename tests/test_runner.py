@@ -5,7 +5,7 @@ import textwrap
 import nbformat
 import pytest
 
-from lib import chapters, paths, runner
+from lib.book import chapters, paths, runner
 
 HEADER = textwrap.dedent("""\
     ---
@@ -28,8 +28,8 @@ def sandbox(tmp_path, monkeypatch):
     """A book with two toy chapters and a private copy of lib's sources for the cache keys."""
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    (notebooks / "01-uses-cache.md").write_text(
-        chapter_source("import lib\nprint(lib.cache.make_key(seed=seed))"))
+    (notebooks / "01-uses-checks.md").write_text(
+        chapter_source("import lib\nprint(lib.kernels.checks.positive_int('seed', seed + 1))"))
     (notebooks / "02-uses-progress.md").write_text(
         chapter_source("import lib\nprint(len(list(lib.progress.progress(range(3)))))"))
     lib_copy = tmp_path / "lib"
@@ -37,9 +37,7 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "NOTEBOOKS_DIR", notebooks)
     monkeypatch.setattr(paths, "LIB_DIR", lib_copy)
     monkeypatch.setattr(paths, "CACHE_DIR", tmp_path / "cache")
-    chapters._imports_of.cache_clear()
     yield tmp_path
-    chapters._imports_of.cache_clear()
 
 
 def build_log(root):
@@ -55,23 +53,38 @@ def build_log(root):
 
 def test_editing_a_lib_module_re_executes_exactly_the_chapters_using_it(sandbox):
     first = build_log(sandbox)
-    assert first == {"01-uses-cache": "executing", "02-uses-progress": "executing"}
+    assert first == {"01-uses-checks": "executing", "02-uses-progress": "executing"}
     again = build_log(sandbox)
-    assert again == {"01-uses-cache": "cached", "02-uses-progress": "cached"}
+    assert again == {"01-uses-checks": "cached", "02-uses-progress": "cached"}
 
-    with open(sandbox / "lib" / "cache.py", "a") as source:
+    with open(sandbox / "lib" / "kernels" / "checks.py", "a") as source:  # in a subpackage
         source.write("\n# an edit\n")
-    chapters._imports_of.cache_clear()
     after_edit = build_log(sandbox)
-    assert after_edit == {"01-uses-cache": "executing", "02-uses-progress": "cached"}
+    assert after_edit == {"01-uses-checks": "executing", "02-uses-progress": "cached"}
+    for machinery in ("book/runner.py", "book/chapters.py", "__init__.py"):
+        with open(sandbox / "lib" / machinery, "a") as source:
+            source.write("\n# an edit\n")
+        assert build_log(sandbox) == {"01-uses-checks": "executing",
+                                      "02-uses-progress": "executing"}, machinery
 
-    staged = sandbox / "_build" / "src" / "notebooks" / "01-uses-cache.ipynb"
+    staged = sandbox / "_build" / "src" / "notebooks" / "01-uses-checks.ipynb"
     notebook = nbformat.read(staged, as_version=4)
     assert any(cell.get("outputs") for cell in notebook.cells)
 
 
+def test_progress_bars_stay_out_of_the_stored_chapter(sandbox, monkeypatch, capfd):
+    monkeypatch.setenv("NNSA_PROGRESS", "1")
+    build_log(sandbox)
+    staged = sandbox / "_build" / "src" / "notebooks" / "02-uses-progress.ipynb"
+    notebook = nbformat.read(staged, as_version=4)
+    streams = [o for cell in notebook.cells for o in cell.get("outputs", [])
+               if o.output_type == "stream" and o.name == "stderr"]
+    assert not streams
+    assert "3/3" in capfd.readouterr().err  # the bar reached the terminal instead
+
+
 def test_key_sees_parameters_data_and_toolchain(sandbox, monkeypatch, tmp_path):
-    chapter = chapters.find("01-uses-cache")
+    chapter = chapters.find("01-uses-checks")
     params = chapters.resolve(chapter, "smoke")
     key = runner.chapter_key(chapter, params)
     assert runner.chapter_key(chapter, {**params, "seed": 1}) != key
@@ -102,7 +115,7 @@ def test_failing_chapter_shows_the_traceback_and_caches_nothing(sandbox):
 
 
 def test_run_writes_one_executed_chapter_with_the_overrides(sandbox):
-    path = runner.run("01-uses-cache", "smoke", {"seed": 7}, runs_dir=sandbox / "runs")
+    path = runner.run("01-uses-checks", "smoke", {"seed": 7}, runs_dir=sandbox / "runs")
     assert path.parent == sandbox / "runs" and path.suffix == ".ipynb"
     notebook = nbformat.read(path, as_version=4)
     injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]

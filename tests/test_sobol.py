@@ -7,7 +7,7 @@ import torch
 from SALib.analyze import sobol as salib_analyze
 from SALib.sample import sobol as salib_sample
 
-from lib import analytic, sobol
+from lib.kernels import analytic, sobol
 
 KEYS_FIRST = ("S1", "S1_conf", "ST", "ST_conf")
 KEYS_SECOND = KEYS_FIRST + ("S2", "S2_conf")
@@ -289,33 +289,6 @@ def test_evaluate_runs_vectorised_functions_in_float64():
     Y = sobol.evaluate(analytic.ishigami, X, chunk_size=77, device="cpu")
     assert Y.dtype == torch.float64 and Y.shape == (len(X),)
     np.testing.assert_allclose(Y.numpy(), analytic.ishigami(X), rtol=1e-15)
-
-
-class FakeBar:
-    opened = []
-
-    def __init__(self, total, **kwargs):
-        self.total, self.done = total, 0
-        FakeBar.opened.append(self)
-
-    def update(self, rows):
-        self.done += rows
-
-    def close(self):
-        pass
-
-
-@pytest.mark.parametrize("threshold, show, opens", [(0.0, None, True), (1e9, None, False),
-                                                     (0.0, False, False), (1e9, True, True)])
-def test_evaluate_shows_progress_only_for_long_runs(monkeypatch, threshold, show, opens):
-    monkeypatch.setattr(sobol, "LONG_RUN_SECONDS", threshold)
-    monkeypatch.setattr(sobol, "progress", FakeBar)
-    FakeBar.opened = []
-    X = np.zeros((100, 2))
-    sobol.evaluate(lambda x: x.sum(1), X, chunk_size=10, device="cpu", show_progress=show)
-    assert bool(FakeBar.opened) == opens
-    if opens:
-        assert FakeBar.opened[0].total == 100 and FakeBar.opened[0].done == 100
 
 
 def test_evaluate_rejects_a_model_that_drops_rows():

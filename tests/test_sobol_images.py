@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import sobol, sobol_images
+from lib.kernels import sobol, sobol_images
 
 GRID, PIXELS = 4, 2  # a 4 x 4 grid of 2 x 2 regions: 8 x 8 images
 SIZE = GRID * PIXELS

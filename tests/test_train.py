@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from lib import profiles, train
+from lib.book import profiles
+from lib.ultrasound import checkpoints, train
 
 
 class TinyNet(nn.Module):
@@ -51,7 +52,7 @@ def small_config(**changes):
 @pytest.mark.parametrize("profile", profiles.PROFILES)
 @pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
 def test_every_profile_has_a_valid_config(profile, arch):
-    config = train.config_for(arch, profile)
+    config = checkpoints.config_for(arch, profile)
     assert isinstance(config, train.TrainConfig)
     assert isinstance(config.augment, train.Augmentation)
     if profile == "paper":
@@ -61,7 +62,7 @@ def test_every_profile_has_a_valid_config(profile, arch):
 @pytest.mark.parametrize("profile", profiles.PROFILES)
 def test_both_networks_see_the_same_image_size(profile):
     """Later chapters feed the same test images to both networks."""
-    sizes = {train.config_for(arch, profile).image_size for arch in ("vgg16", "resnet18")}
+    sizes = {checkpoints.config_for(arch, profile).image_size for arch in ("vgg16", "resnet18")}
     assert len(sizes) == 1
 
 
@@ -69,10 +70,10 @@ def test_per_architecture_settings_take_precedence(monkeypatch):
     monkeypatch.setitem(profiles.CNN_TRAINING, "book", {
         "image_size": 64, "epochs": 20, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.0,
         "patience": 3, "vgg16": {"epochs": 7}, "augment": {"rotate": 5.0}})
-    assert train.config_for("vgg16", "book").epochs == 7
-    assert train.config_for("resnet18", "book").epochs == 20
-    assert train.config_for("resnet18", "book").augment.rotate == 5.0
-    assert train.config_for("resnet18", "book", epochs=2).epochs == 2
+    assert checkpoints.config_for("vgg16", "book").epochs == 7
+    assert checkpoints.config_for("resnet18", "book").epochs == 20
+    assert checkpoints.config_for("resnet18", "book").augment.rotate == 5.0
+    assert checkpoints.config_for("resnet18", "book", epochs=2).epochs == 2
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -86,14 +87,14 @@ def test_per_architecture_settings_take_precedence(monkeypatch):
 ])
 def test_bad_settings_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
-        train.config_for("resnet18", "smoke", **changes)
+        checkpoints.config_for("resnet18", "smoke", **changes)
 
 
 def test_unknown_profile_and_arch_are_rejected():
     with pytest.raises(ValueError, match="valid profiles"):
-        train.config_for("resnet18", "huge")
+        checkpoints.config_for("resnet18", "huge")
     with pytest.raises(ValueError, match="valid architectures"):
-        train.config_for("alexnet", "book")
+        checkpoints.config_for("alexnet", "book")
 
 
 def test_augment_keeps_shape_and_range_and_repeats_with_the_seed():
@@ -135,14 +136,6 @@ def test_class_weights_make_every_class_count_equally():
     assert torch.allclose(weights * counts, torch.full((3,), len(labels) / 3))
     with pytest.raises(ValueError, match=r"class\(es\) \[2\] have no training images"):
         train.class_weights(torch.tensor([0, 1, 1]), 3)
-
-
-def test_accuracies():
-    logits = torch.eye(3)[[0, 0, 1, 2, 2, 2]]
-    labels = torch.tensor([0, 1, 1, 2, 2, 0])
-    accuracy, balanced = train.accuracies(logits, labels)
-    assert accuracy == pytest.approx(4 / 6)
-    assert balanced == pytest.approx((1 / 2 + 1 / 2 + 2 / 2) / 3)
 
 
 def fit_tiny(seed=0, **changes):

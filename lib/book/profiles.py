@@ -1,0 +1,82 @@
+"""The named sets of parameters the book can be run at.
+
+Each chapter's ``parameters`` cell holds the ``book`` values of its knobs. The other profiles
+override some of them here, by chapter file stem. A profile changes sizes, never code paths.
+
+- ``smoke``: tiny sizes, every chapter in seconds to a minute on 2 CPU cores (what CI runs);
+- ``book``: the published book, sized for a 2-core CPU;
+- ``paper``: full scale (224 px inputs, large N, full per-pixel maps), meant for one GPU.
+"""
+
+PROFILES = ("smoke", "book", "paper")
+DEFAULT_PROFILE = "book"
+
+# chapter stem -> parameter -> value, for each profile other than ``book``.
+OVERRIDES = {
+    "smoke": {
+        "02-sobol-method": {"log2_N": 10, "bench_log2_N": 10, "data_rows": 200},
+        "03-diabetes-network": {"n_repeats": 2, "n_folds": 2, "max_epochs": 30, "patience": 10},
+        "04-diabetes-sobol": {"n_repeats": 2, "n_folds": 2, "max_epochs": 30, "patience": 10,
+                              "log2_N": 8, "num_resamples": 20, "n_permutation_repeats": 2,
+                              "n_seed_checks": 1, "n_random_orderings": 2},
+        "05-cnns": {"n_boot": 200, "n_examples": 2},
+        "06-local-sensitivity": {"deltas": [0.001, 0.1, 1.0], "patch_sizes": [8, 4],
+                                 "natural_images": ["chelsea"], "natural_size": 32},
+        "07-activation-maximisation": {"am_steps": 4, "grid_steps": 4, "channel_steps": 4,
+                                       "n_channels": 2, "imagenet_size": 32,
+                                       "imagenet_steps": 4, "jitter": 1},
+        "08-am-vs-gradcam": {"n_test_images": 24, "am_steps": 2, "deletion_steps": 2,
+                             "n_boot": 50, "n_examples": 1},
+        "09-global-cnn": {"N": 4, "n_per_class": 1, "num_resamples": 20, "deletion_steps": 2,
+                          "n_boot": 100, "n_shown": 2, "cost_grids": [2, 4],
+                          "cost_Ns": [4, 8], "chunk_size": 64},
+    },
+    "book": {},
+    "paper": {
+        "06-local-sensitivity": {"patch": 1, "images_per_group": 2, "sweep_patch": 4,
+                                 "patch_sizes": [8, 4, 2, 1], "natural_size": 224,
+                                 "natural_patch": 1},
+        "02-sobol-method": {"log2_N": 16},
+        "03-diabetes-network": {"n_repeats": 10},
+        "04-diabetes-sobol": {"n_repeats": 10, "log2_N": 15, "n_seed_checks": 5,
+                              "n_random_orderings": 20},
+        "07-activation-maximisation": {"am_steps": 512, "grid_steps": 256,
+                                       "channel_steps": 256, "n_channels": 6,
+                                       "imagenet_size": 224, "imagenet_steps": 512,
+                                       "jitter": 8},
+        "08-am-vs-gradcam": {"am_steps": 64, "fd_patch": 8, "deletion_steps": 20,
+                             "n_boot": 2000, "n_examples": 3},
+        "09-global-cnn": {"grid": 8, "N": 32, "n_per_class": 30, "chunk_size": 512,
+                          "deletion_steps": 20, "n_boot": 2000, "n_shown": 6},
+    },
+}
+
+
+# Training of the ultrasound CNNs (lib.ultrasound.train.TrainConfig) per profile: settings shared by both
+# networks, then per-architecture entries that take precedence. Changing any value retrains.
+# Both networks see the same image size (later chapters feed them the same images). ``book``
+# trains both in about 20 minutes on 2 CPU cores (benchmarks/bench_train.py); VGG-16 costs
+# ~8x ResNet-18 per image, hence its fewer epochs. The book's patience covers the whole
+# one-cycle schedule, whose low-learning-rate end gives the best weights; the best epoch is kept.
+CNN_TRAINING = {
+    "smoke": {"image_size": 32, "epochs": 1, "batch_size": 16, "lr": 1e-3,
+              "weight_decay": 5e-4, "patience": 1, "ema_decay": 0.9,
+              "train_subset": 64, "val_subset": 32},
+    "book": {"image_size": 96, "epochs": 50, "batch_size": 32, "lr": 2e-3,
+             "weight_decay": 5e-4, "patience": 50, "ema_decay": 0.99,
+             "vgg16": {"epochs": 35}},
+    "paper": {"image_size": 224, "epochs": 60, "batch_size": 32, "lr": 2e-3,
+              "weight_decay": 5e-4, "patience": 20, "ema_decay": 0.99},
+}
+
+
+def check_profile(name: str) -> str:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return name
+
+
+def overrides(profile: str, chapter: str) -> dict:
+    """The parameters ``profile`` sets for ``chapter`` (its ``profile`` knob included)."""
+    check_profile(profile)
+    return {"profile": profile, **OVERRIDES[profile].get(chapter, {})}

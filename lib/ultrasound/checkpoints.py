@@ -1,0 +1,103 @@
+"""Trained ultrasound CNNs, cached: train once per setting, load every time after.
+
+A checkpoint's key hashes the architecture, the training settings, the seed, the data
+checksums, the toolchain and the source of the training code with everything it imports
+(``lib.book.imports``), so a change to any of them trains anew and a stale network is never
+served.
+"""
+import contextlib
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from .. import hardware
+from ..book import cache, imports, profiles
+from . import models, train
+from .train import Augmentation, TrainConfig
+
+
+def config_for(arch: str, profile: str, **changes) -> TrainConfig:
+    """The training settings of ``arch`` at ``profile`` (``lib.book.profiles.CNN_TRAINING``).
+
+    A profile's entry holds settings shared by both networks plus optional per-architecture
+    entries (``"vgg16": {...}``) that take precedence; ``changes`` override both.
+    """
+    models.check_arch(arch)
+    settings = dict(profiles.CNN_TRAINING[profiles.check_profile(profile)])
+    per_arch = {name: settings.pop(name, {}) for name in models.ARCHS}
+    settings.update(per_arch[arch], **changes)
+    valid = [f.name for f in fields(TrainConfig)]
+    unknown = sorted(set(settings) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; valid settings: "
+                         f"{', '.join(valid)}")
+    augment = settings.pop("augment", {})
+    if not isinstance(augment, Augmentation):
+        valid_aug = [f.name for f in fields(Augmentation)]
+        if set(augment) - set(valid_aug):
+            unknown = ", ".join(sorted(set(augment) - set(valid_aug)))
+            raise ValueError(f"unknown augmentation(s) {unknown}; valid augmentations: "
+                             f"{', '.join(valid_aug)}")
+        augment = Augmentation(**augment)
+    return TrainConfig(**settings, augment=augment)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What ``load_trained`` knows about a trained network besides its weights."""
+
+    arch: str
+    profile: str
+    weights: str | None
+    seed: int
+    config: object      # lib.ultrasound.train.TrainConfig
+    history: dict       # per-epoch learning curves, lists keyed by name
+    best_epoch: int     # 1-based epoch whose weights were kept
+    epochs_run: int
+    seconds: float      # training wall time
+    trained_on: str     # device description
+
+
+def checkpoint_key(arch: str, config, weights, seed: int) -> str:
+    """Cache key of a trained network: settings, data, training code and toolchain."""
+    return cache.make_key(arch=arch, config=asdict(config), weights=weights, seed=seed,
+                          data=cache.data_digest(), lib=imports.closure_digest(train.__name__),
+                          toolchain=cache.toolchain_digest())
+
+
+def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 0,
+                 verbose: bool = True, **changes):
+    """The network ``arch`` trained at ``profile``, in eval mode on ``lib.device()``.
+
+    Returns ``(model, run)`` with ``run`` a :class:`TrainedRun` (training config, learning
+    curves, ...). ``changes`` override the profile's training settings (``epochs=5``, see
+    ``lib.ultrasound.train.TrainConfig``). Trains only when no intact checkpoint exists for the same
+    settings, data and training code; the global random state is left as it was, so a cached
+    and a fresh run give a chapter the same random numbers afterwards.
+    """
+    models.check_weights(weights)
+    config = config_for(arch, profile, **changes)
+    dev = hardware.device()
+    key = checkpoint_key(arch, config, weights, seed)
+    with _isolated_rng(seed, dev):
+        entry = cache.cached_torch(
+            "models", f"{arch}-{profile}" + ("-imagenet" if weights else ""), key,
+            lambda: train.train_checkpoint(arch, config, weights=weights, seed=seed,
+                                           device=dev, verbose=verbose),
+            verbose=verbose)
+        model = models.build(arch, num_classes=len(entry["classes"]))
+    model.load_state_dict(entry["state_dict"])
+    run = TrainedRun(arch=arch, profile=profile, weights=weights, seed=seed, config=config,
+                     history=entry["history"], best_epoch=entry["best_epoch"],
+                     epochs_run=entry["epochs_run"], seconds=entry["seconds"],
+                     trained_on=entry["trained_on"])
+    return model.to(dev).eval(), run
+
+
+@contextlib.contextmanager
+def _isolated_rng(seed: int, dev: torch.device):
+    """Seed torch inside the block and restore the caller's random state afterwards."""
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
