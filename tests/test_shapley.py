@@ -228,43 +228,99 @@ def test_given_data_unused_input_positive_when_correlated_zero_when_independent(
             assert result.low[1, 0] > 0
 
 
-def brute_force_given_data(X, Y, k):
-    """The estimator by its definition: every subset, centre and draw of tied rows."""
+def brute_force_given_data(X, Y, k, counts=()):
+    """The estimator by its definition: every subset, centre and draw of tied rows.
+
+    Returns the effects and, for each row of bootstrap ``counts`` (B, n), the resampled
+    effects: Var(Y) from the resampled rows, E[Var(Y | X_u)] moved by (2 / n) sum_i
+    (w_i - 1) psi_i, psi_i row i's share of the neighbourhood variances (half of each
+    squared difference it is in, / (k (k - 1)), averaged over the draws of tied rows).
+    """
     n, d = X.shape
     scale = X.std(axis=0)
     Z = (X - X.mean(axis=0)) / np.where(scale > 0, scale, 1)
     variance = Y.var(ddof=1)
     worth = {0: 0.0, 2 ** d - 1: variance}
+    moved = {0: np.zeros(n), 2 ** d - 1: np.zeros(n)}
     for u in range(1, 2 ** d - 1):
         columns = [j for j in range(d) if u >> j & 1]
         D2 = np.zeros((n, n))
         for j in columns:  # the same order of additions as the estimator: ties stay ties
             D2 = D2 + (Z[:, None, j] - Z[None, :, j]) ** 2
-        total = 0.0
+        total, psi = 0.0, np.zeros(n)
         for s in range(n):
             others = [t for t in range(n) if t != s]
             last = np.sort(D2[s, others])[k - 2]
             tolerance = last * np.sqrt(np.finfo(float).eps)  # rounding of equal spacings
             near = [s] + [t for t in others if D2[s, t] < last - tolerance]
             tied = [t for t in others if abs(D2[s, t] - last) <= tolerance]
-            draws = [np.var(Y[near + list(c)], ddof=1)
-                     for c in itertools.combinations(tied, k - len(near))]
-            total += np.mean(draws)
+            draws = [near + list(c) for c in itertools.combinations(tied, k - len(near))]
+            total += np.mean([np.var(Y[rows], ddof=1) for rows in draws])
+            for rows in draws:
+                for i in rows:
+                    psi[i] += sum((Y[i] - Y[b]) ** 2 for b in rows) / (
+                        2 * k * (k - 1) * len(draws))
         worth[u] = variance - total / n
-    return permutation_shapley(worth, d) / variance
+        moved[u] = -2 * psi / n  # how the worth moves with each row's weight
+    effects = permutation_shapley(worth, d) / variance
+    resampled = []
+    for w in counts:
+        mean = (w * Y).sum() / n
+        var_star = (w * (Y - mean) ** 2).sum() / (n - 1)
+        star = {u: c + moved[u] @ (w - 1) for u, c in worth.items()}
+        star[2 ** d - 1] = var_star
+        resampled.append(permutation_shapley(star, d) / var_star)
+    return (effects, np.array(resampled).T) if len(counts) else effects
 
 
+@pytest.mark.parametrize("masked", [0.0, 2.0], ids=["masks", "gathered"])
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_given_data_equals_its_definition_with_ties_and_duplicates(k):
+def test_given_data_equals_its_definition_with_ties_and_duplicates(k, masked, monkeypatch):
+    """Both ways of summing tied neighbourhoods (all through masks, or the tied centres
+    apart), for rows shared by two outputs and for rows given per output."""
+    monkeypatch.setattr(shapley, "MASKED_TIE_FRACTION", masked)
     rng = np.random.default_rng(3)
     X = np.column_stack([rng.integers(0, 3, 14), rng.integers(0, 2, 14),
                          rng.normal(size=14).round(1)]).astype(float)
     X[5] = X[2]  # a duplicate row
     Y = X[:, 0] ** 2 + 2 * X[:, 1] * X[:, 2] + X[:, 2]
-    result = shapley.given_data(X, Y, n_neighbors=k, num_resamples=0)
-    np.testing.assert_allclose(result.effects[:, 0], brute_force_given_data(X, Y, k),
+    expected = brute_force_given_data(X, Y, k)
+    result = shapley.given_data(X, np.column_stack([Y, -3 * Y + 50]), n_neighbors=k,
+                                num_resamples=0)
+    np.testing.assert_allclose(result.effects, np.column_stack([expected, expected]),
                                atol=1e-12)
     assert np.isnan(result.low).all() and np.isnan(result.high).all()
+    per_output = shapley.given_data(np.stack([X, X]), np.column_stack([Y, Y]), n_neighbors=k,
+                                    mask=np.ones((2, 14), dtype=bool), num_resamples=0)
+    np.testing.assert_allclose(per_output.effects, np.column_stack([expected, expected]),
+                               atol=1e-12)
+
+
+@pytest.mark.parametrize("masked", [0.0, 2.0], ids=["masks", "gathered"])
+def test_bootstrap_resamples_equal_their_definition(masked, monkeypatch):
+    """The resamples, recomputed from the definition with the same resampled rows (the
+    estimate draws nothing, so the seeded generator's first draws are the resamples)."""
+    monkeypatch.setattr(shapley, "MASKED_TIE_FRACTION", masked)
+    rng = np.random.default_rng(4)
+    X = np.column_stack([rng.integers(0, 3, 12), rng.normal(size=12).round(1)]).astype(float)
+    Y = X[:, 0] + X[:, 1] ** 2
+    draws = torch.randint(12, (5, 12), generator=torch.Generator().manual_seed(7))
+    counts = torch.zeros(5, 12, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(5, 12, dtype=torch.float64)).numpy()
+    expected, resampled = brute_force_given_data(X, Y, 3, counts)
+    result = shapley.given_data(X, Y, num_resamples=5, seed=7)
+    np.testing.assert_allclose(result.effects[:, 0], expected, atol=1e-12)
+    np.testing.assert_allclose(result.resamples[:, :, 0], resampled, atol=1e-12)
+    # Rows given per output are resampled per output, from uniform draws.
+    uniform = torch.rand(5, 2, 12, generator=torch.Generator().manual_seed(7),
+                         dtype=torch.float64)
+    result = shapley.given_data(np.stack([X, X]), np.column_stack([Y, Y]), num_resamples=5,
+                                seed=7)
+    for m in range(2):
+        counts = torch.zeros(5, 12, dtype=torch.float64).scatter_add_(
+            1, (uniform[:, m] * 12).long(), torch.ones(5, 12, dtype=torch.float64)).numpy()
+        _, resampled = brute_force_given_data(X, Y, 3, counts)
+        np.testing.assert_allclose(result.resamples[:, :, m], resampled, atol=1e-12)
 
 
 def test_given_data_with_a_discrete_input():

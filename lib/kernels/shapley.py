@@ -526,14 +526,18 @@ def _given_rows(X, Y, mask, names, n_neighbors: int) -> _Rows:
     if shared:
         rows = used[0].nonzero()[:, 0]  # one row set for every output
         valid = torch.ones(1, rows.numel(), dtype=torch.bool, device=X.device)
-        return _Rows(_standardised(X[rows][None], valid, dtype), valid, Y[rows].T.contiguous(),
-                     torch.full((M,), rows.numel(), device=X.device))
+        Y = Y[rows].T
+        # Centred outputs: the shares are expanded as polynomials in Y, so keep Y small.
+        return _Rows(_standardised(X[rows][None], valid, dtype), valid,
+                     Y - Y.mean(dim=1, keepdim=True), torch.full((M,), rows.numel(),
+                                                                 device=X.device))
     # One block of rows per output: its rows in use first (in their order), then padding.
     order = torch.sort((~used).to(torch.int8), dim=1, stable=True).indices[:, :int(count.max())]
     valid = torch.arange(order.shape[1], device=X.device)[None] < count[:, None]
     X = X[None].expand(M, n, d) if X.ndim == 2 else X
     X = X.gather(1, order[..., None].expand(-1, -1, d))
     Y = torch.where(valid, Y.T.gather(1, order), 0.0)  # padding may hold anything, even NaN
+    Y = torch.where(valid, Y - Y.sum(1, keepdim=True) / count[:, None], 0.0)
     return _Rows(_standardised(X, valid, dtype), valid, Y, count)
 
 
@@ -564,6 +568,9 @@ def _visit_subsets(delta: torch.Tensor, process) -> None:
 
 # Elements of (outputs, tied centres, rows) temporaries held at once for the tied centres.
 TIED_BUDGET_ELEMENTS = 1 << 22
+# Above this fraction of centres with a tie, a block's neighbourhoods are all summed through
+# masks and matrix products (discrete data); below, the tied centres are handled apart.
+MASKED_TIE_FRACTION = 0.25
 
 
 def _clear_terms(Y, index, weight, k: int) -> tuple:
@@ -583,41 +590,100 @@ def _clear_terms(Y, index, weight, k: int) -> tuple:
     return local.sum(-1), psi
 
 
-def _tied_terms(Y, D2, last, tolerance, weight, k: int) -> tuple:
-    """As ``_clear_terms`` for centres (a of them) whose k-th and (k+1)-th nearest rows tie.
+def _tie_terms(n_near, s1_near, s2_near, n_within, s1_within, s2_within, k: int) -> tuple:
+    """Expected variance and shares of neighbourhoods whose k-th nearest row ties with others.
 
-    The neighbourhood holds the rows F strictly nearer than the tie (the centre among them)
-    and t = k - |F| of the tied rows T. Instead of drawing those at random, the local
+    The neighbourhood holds the rows F strictly nearer than the k-th (the centre among them)
+    and t = k - |F| of the rows T tied with it. Instead of drawing those at random, the local
     variance and the shares are their expectation over all equally likely draws: the
     variance is the mean of (Y_a - Y_b)^2 / 2 over the neighbourhood's pairs, and a pair
-    (f, r) or (r, r') with tied r, r' is in the draw with probability t / |T| or
-    t (t - 1) / (|T| (|T| - 1)). ``Y`` (outputs, a, n) or (1, a, n); ``D2`` (a, n);
-    ``last`` (a,) the distance of the k-th row, ``tolerance`` (a,) how close to it a tie is;
-    ``weight`` (a,). Returns ((outputs, a), (outputs, a, n)).
+    (f, r) or (r, r') with tied r, r' is drawn with probability t / |T| or
+    t (t - 1) / (|T| (|T| - 1)). With t = |T| (no tie) this is the plain sample variance.
+
+    Inputs: the counts and the sums of Y and Y^2 over F and over F + T ("within"), counts
+    broadcastable to the sums (..., m). Returns the local variances (..., m) and, for a row
+    of F and a row of T, the coefficients (c0, c1, c2) of its share c0 + c1 Y + c2 Y^2
+    (each (..., m)); a row's shares over all neighbourhoods sum to its influence.
     """
-    near = (D2 < (last - tolerance)[:, None]).to(Y.dtype)
-    tied = ((D2 - last[:, None]).abs() <= tolerance[:, None]).to(Y.dtype)
-    n_near, n_tied = near.sum(-1), tied.sum(-1)
-    drawn = k - n_near  # t: tied rows in the neighbourhood, 1 <= t < |T|
-    mean_near = (near * Y).sum(-1) / n_near
-    mean_tied = (tied * Y).sum(-1) / n_tied
-    ss_near = (near * (Y - mean_near[..., None]) ** 2).sum(-1)
-    var_tied = (tied * (Y - mean_tied[..., None]) ** 2).sum(-1) / n_tied  # ddof 0
+    n_tied, s1_tied, s2_tied = n_within - n_near, s1_within - s1_near, s2_within - s2_near
+    drawn = k - n_near
+    mean_near, mean_tied = s1_near / n_near, s1_tied / n_tied
+    ss_near = (s2_near - s1_near * mean_near).clamp(min=0)  # sum of squares about the mean
+    var_tied = (s2_tied / n_tied - mean_tied ** 2).clamp(min=0)  # ddof 0
+    # (t - 1) |T| / (|T| - 1): the tied-tied pairs' weight, 0 when one tied row is drawn.
+    rho = torch.where(n_tied > 1, (drawn - 1) * n_tied / (n_tied - 1).clamp(min=1), 0.0)
     pairs = k * (k - 1) / 2
-    near_near = n_near * ss_near / 2  # sum of (Y_a - Y_b)^2 / 2 over pairs in F
-    near_tied = (ss_near + n_near * (mean_near - mean_tied) ** 2 + n_near * var_tied) / 2
-    tied_tied = n_tied * var_tied / (n_tied - 1)  # mean of (Y_r - Y_r')^2 / 2, r != r'
-    local = (near_near + drawn * near_tied + drawn * (drawn - 1) / 2 * tied_tied) / pairs
-    # Shares: half of each expected pair term of the row, / pairs (they sum to ``local``).
-    to_near = (n_near[..., None] * (Y - mean_near[..., None]) ** 2 + ss_near[..., None]) / 2
-    to_tied = (n_tied[..., None] * ((Y - mean_tied[..., None]) ** 2 + var_tied[..., None])
-               / (2 * (n_tied[..., None] - 1)))
-    share_near = (to_near + drawn[..., None] * ((Y - mean_tied[..., None]) ** 2
-                                                + var_tied[..., None]) / 2)
-    share_tied = drawn[..., None] / n_tied[..., None] * (to_near + (drawn[..., None] - 1)
-                                                         * to_tied)
-    share = (near * share_near + tied * share_tied) / (2 * pairs)
-    return local * weight, share * weight[:, None]
+    local = (n_near * ss_near / 2
+             + drawn * (ss_near + n_near * (mean_near - mean_tied) ** 2 + n_near * var_tied) / 2
+             + drawn * rho * var_tied / 2) / pairs
+
+    def quadratic(A, B, C, scale):
+        """scale (A (Y - mean_near)^2 + B + C ((Y - mean_tied)^2 + var_tied)) / (4 pairs)."""
+        scale = scale / (4 * pairs)
+        return torch.broadcast_tensors(
+            scale * (A * mean_near ** 2 + B + C * (mean_tied ** 2 + var_tied)),
+            -2 * scale * (A * mean_near + C * mean_tied), scale * (A + C))
+    near = quadratic(n_near, ss_near, drawn, 1.0)
+    tied = quadratic(n_near, ss_near, rho, drawn / n_tied)
+    return local, near, tied
+
+
+def _masked_terms(D2, Y, last, tolerance, weight, k: int) -> tuple:
+    """Every neighbourhood of a block through masks and matrix products (many ties).
+
+    Shapes as ``_subset_terms``; ``last``, ``tolerance`` (groups, centres).
+    """
+    shared = D2.shape[0] == 1
+    near = (D2 < (last - tolerance)[..., None]).to(torch.float64)  # (groups, centres, n)
+    within = (D2 <= (last + tolerance)[..., None]).to(torch.float64)
+    column = Y.T[None] if shared else Y[:, :, None]  # (groups, n, m)
+    m = column.shape[-1]
+    powers = torch.cat([column, column ** 2], dim=-1)
+    sums_near, sums_within = torch.bmm(near, powers), torch.bmm(within, powers)
+    local, coef_near, coef_tied = _tie_terms(
+        near.sum(-1, keepdim=True), sums_near[..., :m], sums_near[..., m:],
+        within.sum(-1, keepdim=True), sums_within[..., :m], sums_within[..., m:], k)
+    w = weight[..., None]
+    coef_near, coef_tied = torch.cat(coef_near, -1) * w, torch.cat(coef_tied, -1) * w
+    # Tied rows are "within" but not "near": each row's coefficients summed over centres.
+    summed = torch.bmm(near.transpose(1, 2), coef_near - coef_tied) \
+        + torch.bmm(within.transpose(1, 2), coef_tied)  # (groups, n, 3m)
+    psi = summed[..., :m] + column * summed[..., m:2 * m] + column ** 2 * summed[..., 2 * m:]
+    total = (local * w).sum(1)  # (groups, m)
+    return (total[0], psi[0].T.contiguous()) if shared else (total[:, 0], psi[..., 0])
+
+
+def _gathered_terms(D2, Y, last, tolerance, weight, k: int, shared: bool) -> tuple:
+    """The tied neighbourhoods of ``a`` centres, their distance rows ``D2`` (a, n) gathered.
+
+    ``Y`` (outputs, n) when ``shared``, else (a, n) each centre's own output. Returns the
+    local variances (outputs, a) or (a, 1) and the shares (outputs, n) summed over the
+    centres, or per centre (a, n).
+    """
+    near = (D2 < (last - tolerance)[:, None]).to(torch.float64)
+    within = (D2 <= (last + tolerance)[:, None]).to(torch.float64)
+    if shared:
+        powers = torch.cat([Y.T, Y.T ** 2], dim=-1)  # (n, 2M)
+        sums_near, sums_within = near @ powers, within @ powers
+    else:
+        powers = torch.stack([Y, Y ** 2], dim=-1)  # (a, n, 2)
+        sums_near = (near[..., None] * powers).sum(1)
+        sums_within = (within[..., None] * powers).sum(1)
+    m = sums_near.shape[-1] // 2
+    local, coef_near, coef_tied = _tie_terms(
+        near.sum(-1, keepdim=True), sums_near[:, :m], sums_near[:, m:],
+        within.sum(-1, keepdim=True), sums_within[:, :m], sums_within[:, m:], k)
+    w = weight[:, None]
+    coef_near = torch.stack(coef_near) * w  # (3, a, m)
+    coef_tied = torch.stack(coef_tied) * w
+    if shared:
+        summed = near.T @ (coef_near - coef_tied).permute(1, 0, 2).reshape(-1, 3 * m) \
+            + within.T @ coef_tied.permute(1, 0, 2).reshape(-1, 3 * m)  # (n, 3M)
+        psi = summed[:, :m].T + Y * summed[:, m:2 * m].T + Y ** 2 * summed[:, 2 * m:].T
+        return (local * w).T, psi
+    tied = within - near
+    share = sum((near * coef_near[p] + tied * coef_tied[p]) * Y ** p for p in range(3))
+    return local * w, share
 
 
 def _subset_terms(D2, Y, centre_in_use, k: int) -> tuple:
@@ -633,6 +699,8 @@ def _subset_terms(D2, Y, centre_in_use, k: int) -> tuple:
     # within a relative sqrt(machine epsilon) of the k-th count as ties with it.
     tolerance = last * math.sqrt(torch.finfo(D2.dtype).eps)
     tied = (values[..., k] <= last + tolerance) & (centre_in_use > 0)
+    if tied.sum() > MASKED_TIE_FRACTION * tied.numel():
+        return _masked_terms(D2, Y, last, tolerance, centre_in_use, k)
     total, psi = _clear_terms(Y, index[..., :k], centre_in_use * ~tied, k)
     if not tied.any():
         return total, psi
@@ -642,15 +710,14 @@ def _subset_terms(D2, Y, centre_in_use, k: int) -> tuple:
     step = max(1, TIED_BUDGET_ELEMENTS // ((outputs if shared else 1) * n))
     for start in range(0, group.numel(), step):
         g, c = group[start:start + step], centre[start:start + step]
-        rows = Y[:, None, :] if shared else Y[g][None]
-        local, share = _tied_terms(rows, D2[g, c], last[g, c], tolerance[g, c],
-                                   centre_in_use[g, c], k)
+        local, share = _gathered_terms(D2[g, c], Y if shared else Y[g], last[g, c],
+                                       tolerance[g, c], centre_in_use[g, c], k, shared)
         if shared:
             total = total + local.sum(-1)
-            psi += share.sum(1)
+            psi += share
         else:
-            total = total.index_add(0, g, local[0])
-            psi.index_add_(0, g, share[0])
+            total = total.index_add(0, g, local[:, 0])
+            psi.index_add_(0, g, share)
     return total, psi
 
 
