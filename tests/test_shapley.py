@@ -273,15 +273,14 @@ def brute_force_given_data(X, Y, k, counts=()):
     return (effects, np.array(resampled).T) if len(counts) else effects
 
 
-@pytest.mark.parametrize("masked", [0.0, 2.0], ids=["masks", "gathered"])
+@pytest.mark.parametrize("discrete", [False, True], ids=["some ties", "all tied"])
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_given_data_equals_its_definition_with_ties_and_duplicates(k, masked, monkeypatch):
-    """Both ways of summing tied neighbourhoods (all through masks, or the tied centres
-    apart), for rows shared by two outputs and for rows given per output."""
-    monkeypatch.setattr(shapley, "MASKED_TIE_FRACTION", masked)
+def test_given_data_equals_its_definition_with_ties_and_duplicates(k, discrete):
+    """Rows shared by two outputs and rows given per output; a continuous column with some
+    ties, or integer columns only (ties everywhere)."""
     rng = np.random.default_rng(3)
     X = np.column_stack([rng.integers(0, 3, 14), rng.integers(0, 2, 14),
-                         rng.normal(size=14).round(1)]).astype(float)
+                         rng.normal(size=14).round(0 if discrete else 1)]).astype(float)
     X[5] = X[2]  # a duplicate row
     Y = X[:, 0] ** 2 + 2 * X[:, 1] * X[:, 2] + X[:, 2]
     expected = brute_force_given_data(X, Y, k)
@@ -296,11 +295,9 @@ def test_given_data_equals_its_definition_with_ties_and_duplicates(k, masked, mo
                                atol=1e-12)
 
 
-@pytest.mark.parametrize("masked", [0.0, 2.0], ids=["masks", "gathered"])
-def test_bootstrap_resamples_equal_their_definition(masked, monkeypatch):
+def test_bootstrap_resamples_equal_their_definition():
     """The resamples, recomputed from the definition with the same resampled rows (the
     estimate draws nothing, so the seeded generator's first draws are the resamples)."""
-    monkeypatch.setattr(shapley, "MASKED_TIE_FRACTION", masked)
     rng = np.random.default_rng(4)
     X = np.column_stack([rng.integers(0, 3, 12), rng.normal(size=12).round(1)]).astype(float)
     Y = X[:, 0] + X[:, 1] ** 2

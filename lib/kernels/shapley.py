@@ -566,13 +566,6 @@ def _visit_subsets(delta: torch.Tensor, process) -> None:
     visit(0, None, 0, 0)
 
 
-# Elements of (outputs, tied centres, rows) temporaries held at once for the tied centres.
-TIED_BUDGET_ELEMENTS = 1 << 22
-# Above this fraction of centres with a tie, a block's neighbourhoods are all summed through
-# masks and matrix products (discrete data); below, the tied centres are handled apart.
-MASKED_TIE_FRACTION = 0.25
-
-
 def _clear_terms(Y, index, weight, k: int) -> tuple:
     """Neighbourhoods of exactly k rows: (sum of local variances (outputs,), shares (outputs,
     n)). ``Y`` (outputs, n); ``index`` (groups, centres, k) with groups = 1 or outputs;
@@ -629,61 +622,35 @@ def _tie_terms(n_near, s1_near, s2_near, n_within, s1_within, s2_within, k: int)
 
 
 def _masked_terms(D2, Y, last, tolerance, weight, k: int) -> tuple:
-    """Every neighbourhood of a block through masks and matrix products (many ties).
+    """Neighbourhoods with ties, summed through masks and matrix products.
 
-    Shapes as ``_subset_terms``; ``last``, ``tolerance`` (groups, centres).
+    ``D2`` (groups, centres, n) as in ``_subset_terms``, ``last`` and ``tolerance``
+    (groups, centres) the k-th distance and the width of a tie, ``weight`` (groups, centres)
+    0 for centres to leave out. Returns as ``_subset_terms``.
     """
     shared = D2.shape[0] == 1
-    near = (D2 < (last - tolerance)[..., None]).to(torch.float64)  # (groups, centres, n)
-    within = (D2 <= (last + tolerance)[..., None]).to(torch.float64)
+    groups, centres, n = D2.shape
+    # Masks in the distances' dtype: float32 data get float32 products, whose rounding
+    # (relative 1e-7 of sums of Y^2) is far below the estimator's sampling error.
+    masks = torch.empty(groups, 2 * centres, n, dtype=D2.dtype, device=D2.device)
+    torch.lt(D2, (last - tolerance)[..., None], out=masks[:, :centres])  # F: nearer
+    torch.le(D2, (last + tolerance)[..., None], out=masks[:, centres:])  # F + T: within
     column = Y.T[None] if shared else Y[:, :, None]  # (groups, n, m)
     m = column.shape[-1]
-    powers = torch.cat([column, column ** 2], dim=-1)
-    sums_near, sums_within = torch.bmm(near, powers), torch.bmm(within, powers)
+    powers = torch.cat([torch.ones_like(column[..., :1]), column, column ** 2], dim=-1)
+    sums = torch.bmm(masks, powers.to(D2.dtype)).to(torch.float64)  # (groups, 2c, 1 + 2m)
+    near, within = sums[:, :centres], sums[:, centres:]
     local, coef_near, coef_tied = _tie_terms(
-        near.sum(-1, keepdim=True), sums_near[..., :m], sums_near[..., m:],
-        within.sum(-1, keepdim=True), sums_within[..., :m], sums_within[..., m:], k)
+        near[..., :1], near[..., 1:1 + m], near[..., 1 + m:],
+        within[..., :1], within[..., 1:1 + m], within[..., 1 + m:], k)
     w = weight[..., None]
     coef_near, coef_tied = torch.cat(coef_near, -1) * w, torch.cat(coef_tied, -1) * w
     # Tied rows are "within" but not "near": each row's coefficients summed over centres.
-    summed = torch.bmm(near.transpose(1, 2), coef_near - coef_tied) \
-        + torch.bmm(within.transpose(1, 2), coef_tied)  # (groups, n, 3m)
+    coefs = torch.cat([coef_near - coef_tied, coef_tied], dim=1).to(D2.dtype)
+    summed = torch.bmm(masks.transpose(1, 2), coefs).to(torch.float64)  # (groups, n, 3m)
     psi = summed[..., :m] + column * summed[..., m:2 * m] + column ** 2 * summed[..., 2 * m:]
     total = (local * w).sum(1)  # (groups, m)
     return (total[0], psi[0].T.contiguous()) if shared else (total[:, 0], psi[..., 0])
-
-
-def _gathered_terms(D2, Y, last, tolerance, weight, k: int, shared: bool) -> tuple:
-    """The tied neighbourhoods of ``a`` centres, their distance rows ``D2`` (a, n) gathered.
-
-    ``Y`` (outputs, n) when ``shared``, else (a, n) each centre's own output. Returns the
-    local variances (outputs, a) or (a, 1) and the shares (outputs, n) summed over the
-    centres, or per centre (a, n).
-    """
-    near = (D2 < (last - tolerance)[:, None]).to(torch.float64)
-    within = (D2 <= (last + tolerance)[:, None]).to(torch.float64)
-    if shared:
-        powers = torch.cat([Y.T, Y.T ** 2], dim=-1)  # (n, 2M)
-        sums_near, sums_within = near @ powers, within @ powers
-    else:
-        powers = torch.stack([Y, Y ** 2], dim=-1)  # (a, n, 2)
-        sums_near = (near[..., None] * powers).sum(1)
-        sums_within = (within[..., None] * powers).sum(1)
-    m = sums_near.shape[-1] // 2
-    local, coef_near, coef_tied = _tie_terms(
-        near.sum(-1, keepdim=True), sums_near[:, :m], sums_near[:, m:],
-        within.sum(-1, keepdim=True), sums_within[:, :m], sums_within[:, m:], k)
-    w = weight[:, None]
-    coef_near = torch.stack(coef_near) * w  # (3, a, m)
-    coef_tied = torch.stack(coef_tied) * w
-    if shared:
-        summed = near.T @ (coef_near - coef_tied).permute(1, 0, 2).reshape(-1, 3 * m) \
-            + within.T @ coef_tied.permute(1, 0, 2).reshape(-1, 3 * m)  # (n, 3M)
-        psi = summed[:, :m].T + Y * summed[:, m:2 * m].T + Y ** 2 * summed[:, 2 * m:].T
-        return (local * w).T, psi
-    tied = within - near
-    share = sum((near * coef_near[p] + tied * coef_tied[p]) * Y ** p for p in range(3))
-    return local * w, share
 
 
 def _subset_terms(D2, Y, centre_in_use, k: int) -> tuple:
@@ -699,26 +666,16 @@ def _subset_terms(D2, Y, centre_in_use, k: int) -> tuple:
     # within a relative sqrt(machine epsilon) of the k-th count as ties with it.
     tolerance = last * math.sqrt(torch.finfo(D2.dtype).eps)
     tied = (values[..., k] <= last + tolerance) & (centre_in_use > 0)
-    if tied.sum() > MASKED_TIE_FRACTION * tied.numel():
-        return _masked_terms(D2, Y, last, tolerance, centre_in_use, k)
     total, psi = _clear_terms(Y, index[..., :k], centre_in_use * ~tied, k)
     if not tied.any():
         return total, psi
-    group, centre = tied.nonzero(as_tuple=True)
-    shared = D2.shape[0] == 1
-    outputs, n = Y.shape
-    step = max(1, TIED_BUDGET_ELEMENTS // ((outputs if shared else 1) * n))
-    for start in range(0, group.numel(), step):
-        g, c = group[start:start + step], centre[start:start + step]
-        local, share = _gathered_terms(D2[g, c], Y if shared else Y[g], last[g, c],
-                                       tolerance[g, c], centre_in_use[g, c], k, shared)
-        if shared:
-            total = total + local.sum(-1)
-            psi += share
-        else:
-            total = total.index_add(0, g, local[:, 0])
-            psi.index_add_(0, g, share)
-    return total, psi
+    # The tied centres of each group first (compacted), the rest padding of weight 0.
+    width = int(tied.sum(1).max())
+    order = torch.sort((~tied).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    rows = D2.gather(1, order[..., None].expand(-1, -1, D2.shape[-1]))
+    local, shares = _masked_terms(rows, Y, last.gather(1, order), tolerance.gather(1, order),
+                                  (centre_in_use * tied).gather(1, order), k)
+    return total + local, psi + shares
 
 
 def _bootstrap_given(point_sum, influence, variance, rows: _Rows, W, num_resamples: int,
