@@ -1,6 +1,6 @@
 """Given-data Shapley effects for all cross-validation networks at once, against one at a time.
 
-    .venv/bin/python benchmarks/bench_shapley.py [--repeats 2] [--device cpu]
+    .venv/bin/python benchmarks/bench_shapley.py [--repeats 2] [--device cpu] [--threads 1]
 
 The Pima case: d = 8 inputs, 768 rows, 5 x 5 repeated stratified folds, so M = 25 outputs,
 each with its own rows (the table imputed with its fold's training medians) and its own row
@@ -53,7 +53,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (fewer threads vary less on busy cores)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device) if args.device else hardware.device()
     rows, train, Y, shared = fold_rows(dev)
     M = Y.shape[1]

@@ -406,6 +406,12 @@ def test_seeded_intervals_repeat_and_frames_name_the_inputs():
     np.testing.assert_array_equal(frame["Sh"], first.effects[:, 0])
     wide = first.to_frame()
     assert wide.shape == (3, 6) and wide[("a", "Sh")].tolist() == first.effects[:, 1].tolist()
+    import pandas as pd
+    framed = shapley.given_data(pd.DataFrame(X, columns=["a", "b", "c"]),
+                                pd.DataFrame(Y, columns=["sum", "a"]), seed=3,
+                                num_resamples=100)
+    assert framed.names == ["a", "b", "c"] and framed.output_names == ["sum", "a"]
+    np.testing.assert_array_equal(framed.effects, first.effects)
     tidy = first.tidy()
     assert len(tidy) == 6 and set(tidy["output"]) == {"sum", "a"}
     assert ((first.low <= first.effects) & (first.effects <= first.high)).all()
