@@ -681,7 +681,7 @@ def _subset_terms(D2, Y, centre_in_use, k: int) -> tuple:
     return total + local, psi + shares
 
 
-def _bootstrap_given(point_sum, influence, variance, rows: _Rows, W, num_resamples: int,
+def _bootstrap_given(point_sum, influence, rows: _Rows, W, num_resamples: int,
                      generator) -> torch.Tensor:
     """Bootstrap effects (d, B, M): rows resampled with replacement; see ``given_data``."""
     d, M, n = influence.shape
@@ -835,8 +835,7 @@ def given_data(X, Y, *, mask=None, names=None, output_names=None, n_neighbors: i
     # Sh_j = -sum_u W[j, u] E[Var(Y | X_u)] (the rows of W sum to 0).
     point_sum = -(W[:, 1:full] @ conditional[1:full])  # all but the empty-set term
     point = point_sum - W[:, 0, None] * variance
-    resamples = _bootstrap_given(point_sum, influence, variance, rows, W, num_resamples,
-                                 generator)
+    resamples = _bootstrap_given(point_sum, influence, rows, W, num_resamples, generator)
     return _percentile_result(point / variance, resamples, variance, 1 - conditional / variance,
                               names, output_names, conf_level, rows.count.cpu().numpy(),
                               "given data")
