@@ -74,12 +74,14 @@ class RandomizationResult:
     ``image`` (index in the batch), then one column per similarity measure, comparing the
     step's maps with ``original``. ``original``: the intact model's maps as ``explain``
     returned them (detached, CPU). ``layers``: the parameterised layers in execution order,
-    the first layer first. ``maps``: ``{step: maps}`` (CPU) when kept, else empty.
+    the first layer first. ``steps``: ``{name in the table: the layers that step randomises}``
+    in execution order. ``maps``: ``{step: maps}`` (CPU) when kept, else empty.
     """
 
     table: pd.DataFrame
     original: torch.Tensor
     layers: list
+    steps: dict
     mode: str
     absolute: bool
     similarity: tuple
@@ -132,9 +134,12 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
             recomputes the intact model's maps, so its similarity shows what run-to-run
             variation alone does.
         images: ``N x C x H x W``.
-        layers: the names of the layers to randomise, or ``None`` for every parameterised
-            layer (:func:`parameterised_layers`); they are visited in execution order from the
-            last to the first whatever order they are given in.
+        layers: what each step randomises, or ``None`` for one step per parameterised layer
+            (:func:`parameterised_layers`). A name of a layer randomises that layer; a name of
+            a module that holds layers (a block, e.g. ``"layer4"`` of a ResNet) randomises
+            every parameterised layer inside it in one step. The names must not overlap.
+            Steps run from the output end down, by the last-executed layer of each, whatever
+            order the names are given in.
         seed: seeds the re-initialisation.
         similarity: names from ``SIMILARITIES``.
         absolute: compare ``|maps|`` (default; see the module docstring) or the signed maps.
@@ -156,7 +161,7 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     similarity = _check_similarity(similarity)
     executed = parameterised_layers(model, images)
-    chosen = _chosen_layers(model, executed, layers)
+    groups = _layer_groups(model, executed, layers)
     original = _explain(explain, model, images, "the intact model")
     if "ssim" in similarity:
         _check_ssim_size(original)
@@ -164,21 +169,20 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
     working = copy.deepcopy(model).eval()
     modules = dict(working.named_modules())
     steps = [(ORIGINAL_LAYER, 0)] + [(name, depth) for depth, name
-                                     in enumerate(reversed(chosen), start=1)]
+                                     in enumerate(reversed(list(groups)), start=1)]
     if show_progress:
         steps = progress(steps, desc=f"{mode} randomisation", unit="step", leave=False)
     frames, kept = [], {}
     for step, (name, depth) in enumerate(steps):
-        saved = None
-        if name != ORIGINAL_LAYER:
-            layer = modules[name]
-            if mode == "independent":
-                saved = copy.deepcopy(layer.state_dict())
-            _randomize(layer, name, seed, executed.index(name))
+        members = groups.get(name, []) if step else []
+        saved = ({member: copy.deepcopy(modules[member].state_dict()) for member in members}
+                 if mode == "independent" else {})
+        for member in members:
+            _randomize(modules[member], member, seed, executed.index(member))
         maps = _explain(explain, working, images, f"step {step} (layer {name!r})",
                         expected=original.shape)
-        if saved is not None:
-            modules[name].load_state_dict(saved)
+        for member, state in saved.items():
+            modules[member].load_state_dict(state)
         scores = compare_maps(original, maps, similarity=similarity, absolute=absolute)
         frames.append(pd.DataFrame({"step": step, "layer": name, "depth": depth,
                                     "image": range(images.shape[0]),
@@ -186,7 +190,8 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
         if keep_maps:
             kept[step] = maps
     table = pd.concat(frames, ignore_index=True)
-    return RandomizationResult(table, original, executed, mode, absolute, similarity, kept)
+    return RandomizationResult(table, original, executed, groups, mode, absolute, similarity,
+                               kept)
 
 
 def compare_maps(maps_a, maps_b, *, similarity=SIMILARITIES, absolute=True):
@@ -412,21 +417,31 @@ def _explain(explain, model, images, when, expected=None):
     return maps.detach().cpu()
 
 
-def _chosen_layers(model, executed, layers):
+def _layer_groups(model, executed, layers):
+    """``{step name: its parameterised layers}``, ordered by each step's last-executed layer."""
     if layers is None:
-        return executed
+        return {name: [name] for name in executed}
     if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
         raise TypeError(f"layers must be a list of module names or None; got {layers!r}")
     if not layers:
-        raise ValueError("layers must name at least one layer (None: every parameterised one)")
+        raise ValueError("layers must name at least one module (None: every parameterised "
+                         "layer)")
     names = {name for name, _ in model.named_modules()}
-    for name in layers:
-        if name not in executed:
-            why = ("it has no parameters of its own or is not called in the forward pass"
-                   if name in names else "the model has no such module")
-            raise ValueError(f"cannot randomise layer {name!r}: {why}; parameterised layers in "
+    groups, taken = {}, {}
+    for name in dict.fromkeys(layers):
+        members = [layer for layer in executed if layer == name or layer.startswith(name + ".")]
+        if not members:
+            why = ("no parameterised layer inside it runs in the forward pass" if name in names
+                   else "the model has no such module")
+            raise ValueError(f"cannot randomise {name!r}: {why}; parameterised layers in "
                              f"execution order: {', '.join(executed)}")
-    return [name for name in executed if name in set(layers)]
+        for member in members:
+            if member in taken:
+                raise ValueError(f"layers {taken[member]!r} and {name!r} overlap (both hold "
+                                 f"{member!r}); name each layer once")
+            taken[member] = name
+        groups[name] = members
+    return dict(sorted(groups.items(), key=lambda item: executed.index(item[1][-1])))
 
 
 def _check_model(model):
