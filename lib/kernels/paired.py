@@ -108,8 +108,9 @@ def pairwise_table(scores, *, n_boot=2000, level=0.95, seed=0, margin=0.0,
     rate at most ``1 - level``; ``"none"`` keeps ``level`` for each pair. The permutation
     p-values are adjusted by Holm's step-down method (family-wise error rate, over the pairs
     with a p-value), column ``p (Holm)``; ``p`` is the unadjusted one. The verdict comes from
-    the interval alone; Holm's p is the uniformly more powerful counterpart of the Bonferroni
-    interval, so near the boundary the two may disagree.
+    the interval alone. Holm's method rejects whatever Bonferroni's would and possibly more,
+    and the permutation test is another test than the bootstrap, so near the boundary a
+    verdict and its Holm p-value may disagree.
 
     Args:
         scores: ``{name: length-N scores}``, at least two, all on the same ``N`` images in the

@@ -69,8 +69,8 @@ class RandomizationResult:
     """What :func:`cascading_randomization` found.
 
     ``table``: one row per step and image, columns ``step`` (0 for the intact model, then 1,
-    2, ...), ``layer`` (the layer randomised at that step, ``"(none)"`` at step 0), ``depth``
-    (position of that layer counted from the output end, 1 for the last layer; 0 at step 0),
+    2, ...), ``layer`` (the layer or block randomised at that step, ``"(none)"`` at step 0),
+    ``depth`` (its position counted from the output end, 1 for the last; 0 at step 0),
     ``image`` (index in the batch), then one column per similarity measure, comparing the
     step's maps with ``original``. ``original``: the intact model's maps as ``explain``
     returned them (detached, CPU). ``layers``: the parameterised layers in execution order,
@@ -160,6 +160,10 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
     similarity = _check_similarity(similarity)
+    weight = next(model.parameters(), None)
+    if weight is not None and weight.device != images.device:
+        raise ValueError(f"the model is on {weight.device} and the images on {images.device}; "
+                         f"move both to the same device")
     executed = parameterised_layers(model, images)
     groups = _layer_groups(model, executed, layers)
     original = _explain(explain, model, images, "the intact model")
