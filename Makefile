@@ -32,7 +32,7 @@ book: $(BOOK_STAMP)
 
 chapter: $(BOOK_STAMP)
 	@test -n "$(NAME)" || { echo "usage: make chapter NAME=<chapter stem> [PROFILE=..] [PARAMS=\"k=v ...\"]"; $(PY) -m lib list | grep -v '^ '; exit 2; }
-	$(PY) -m lib run $(NAME) --profile $(PROFILE) $(PARAMS)
+	@set -f; $(PY) -m lib run $(NAME) --profile $(PROFILE) $(PARAMS)
 
 list: $(BOOK_STAMP)
 	@$(PY) -m lib list

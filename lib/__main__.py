@@ -8,17 +8,20 @@
 import argparse
 import sys
 
-from .book import chapters, paths, profiles, runner
+from .book import chapters, knobs, paths, profiles, runner
 
 
 def list_chapters() -> None:
+    """Every chapter's knobs: book value, rule, description, and the other profiles' values."""
     for chapter in chapters.all_chapters():
         print(chapter.stem)
-        for name, value in chapter.defaults().items():
+        for name, knob in chapter.knobs().items():
             by_profile = {p: profiles.OVERRIDES[p].get(chapter.stem, {}).get(name)
                           for p in profiles.PROFILES}
             shown = ", ".join(f"{p}={v!r}" for p, v in by_profile.items() if v is not None)
-            print(f"    {name} = {value!r}" + (f"    ({shown})" if shown else ""))
+            print(f"    {knob.describe()}" + (f"    ({shown})" if shown else ""))
+            if knob.description:
+                print(f"        {knob.description}")
 
 
 def main(argv=None) -> int:
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
             runner.build(args.profile, args.output_root, html=not args.no_html)
         elif args.command == "run":
             path = runner.run(args.chapter, profiles.check_profile(args.profile),
-                              chapters.parse_assignments(args.params), args.runs_dir)
+                              knobs.parse_assignments(args.params), args.runs_dir)
             print(path)
         elif args.command == "notebooks":
             for path in chapters.write_launch_notebooks():

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from lib.book import chapters, paths, profiles
+from lib.book import chapters, knobs, paths, profiles
 
 
 def test_every_chapter_has_profile_and_seed_knobs():
@@ -50,25 +50,51 @@ def test_unknown_parameter_is_refused_with_the_valid_ones():
 def test_parameter_types_are_checked_against_defaults():
     chapter = chapters.all_chapters()[0]
     assert chapters.resolve(chapter, "smoke", {"seed": 3})["seed"] == 3
-    with pytest.raises(TypeError, match="'seed' must be int"):
+    with pytest.raises(knobs.KnobError, match="seed must be a int"):
         chapters.resolve(chapter, "smoke", {"seed": "three"})
-    with pytest.raises(TypeError):
+    with pytest.raises(knobs.KnobError):
         chapters.resolve(chapter, "smoke", {"seed": True})
-    assert chapters.check_type("lr", 1, 0.5) == 1.0
-    with pytest.raises(TypeError):
-        chapters.check_type("flag", 1, False)
 
 
-def test_unknown_profile_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="valid profiles: smoke, book, paper"):
+def test_unknown_profile_lists_the_valid_ones_and_the_old_name_still_works():
+    with pytest.raises(ValueError, match="valid profiles: smoke, book, full"):
         profiles.check_profile("huge")
+    assert profiles.check_profile("paper") == "full"
 
 
 def test_assignments_parse_literals_and_fall_back_to_strings():
-    parsed = chapters.parse_assignments(["N=1024", "lr=1e-3", "arch=vgg16", "dims=[1, 2]"])
+    parsed = knobs.parse_assignments(["N=1024", "lr=1e-3", "arch=vgg16", "dims=[1, 2]"])
     assert parsed == {"N": 1024, "lr": 1e-3, "arch": "vgg16", "dims": [1, 2]}
     with pytest.raises(ValueError, match="name=value"):
-        chapters.parse_assignments(["N1024"])
+        knobs.parse_assignments(["N1024"])
+
+
+def test_assignments_rejoin_lists_split_at_spaces_and_refuse_repeats_and_profile():
+    assert knobs.parse_assignments(["deltas=[0.1,", "1.0]", "seed=2"]) == {
+        "deltas": [0.1, 1.0], "seed": 2}
+    assert knobs.parse_assignments(["name='a", "b'"]) == {"name": "a b"}
+    with pytest.raises(knobs.KnobError, match="given twice"):
+        knobs.parse_assignments(["seed=1", "seed=2"])
+    with pytest.raises(knobs.KnobError, match="use --profile"):
+        knobs.parse_assignments(["profile=full"])
+    with pytest.raises(knobs.KnobError, match="unbalanced"):
+        knobs.parse_assignments(["deltas=[0.1,"])
+
+
+def test_knob_rules_are_read_from_the_comments_and_enforced():
+    declared = knobs.parse("profile = 'book'\nN = 32  # [4 <= N <= 4096] base samples\n"
+                           "n = None  # [n is None or n >= 1]\nlabel = 'a'  # just words\n")
+    assert declared["N"].rule == "4 <= N <= 4096" and declared["N"].description == "base samples"
+    assert declared["label"].rule is None and declared["label"].description == "just words"
+    assert declared["N"].check(4096) == 4096 and declared["n"].check(None) is None
+    with pytest.raises(knobs.KnobError, match=r"N = 2 is not allowed; it must satisfy 4 <= N"):
+        declared["N"].check(2, "ch")
+    with pytest.raises(knobs.KnobError, match="n = 'x' is not allowed"):
+        declared["n"].check("x")  # a rule that raises refuses the value
+    with pytest.raises(knobs.KnobError, match="sets N twice"):
+        knobs.parse("N = 1  # [N > 0]\nN = 2\n")
+    with pytest.raises(knobs.KnobError, match="not a Python expression"):
+        knobs.parse("N = 1  # [N >]\n")
 
 
 def test_cli_refuses_unknown_parameter_with_a_helpful_message():
@@ -87,7 +113,7 @@ def test_cli_refuses_unknown_chapter_and_profile():
     stem = chapters.all_chapters()[0].stem
     result = subprocess.run([sys.executable, "-m", "lib", "run", stem, "--profile", "huge"],
                             capture_output=True, text=True, cwd=paths.ROOT)
-    assert result.returncode == 2 and "valid profiles: smoke, book, paper" in result.stderr
+    assert result.returncode == 2 and "valid profiles: smoke, book, full" in result.stderr
 
 
 def test_launch_notebooks_match_their_sources():

@@ -55,7 +55,7 @@ def test_every_profile_has_a_valid_config(profile, arch):
     config = checkpoints.config_for(arch, profile)
     assert isinstance(config, train.TrainConfig)
     assert isinstance(config.augment, train.Augmentation)
-    if profile == "paper":
+    if profile == "full":
         assert config.image_size == 224
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import jupytext
 
-from . import imports, paths, profiles
+from . import imports, knobs, paths, profiles
 
 
 @dataclass(frozen=True)
@@ -16,21 +16,18 @@ class Chapter:
     def notebook(self):
         return jupytext.read(self.path)
 
-    def defaults(self) -> dict:
-        """The chapter's knobs and their ``book`` values, from its ``parameters`` cell."""
+    def knobs(self) -> dict:
+        """The chapter's knobs (``lib.book.knobs.Knob``), from its ``parameters`` cell."""
         cells = [c for c in self.notebook().cells
                  if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
         if len(cells) != 1:
             raise ValueError(f"{self.path.name}: needs exactly one cell tagged 'parameters', "
                              f"found {len(cells)}")
-        values = {}
-        for node in ast.parse(cells[0].source).body:
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1
-                    and isinstance(node.targets[0], ast.Name)):
-                raise ValueError(f"{self.path.name}: the parameters cell may only hold "
-                                 f"'name = literal' lines, found {ast.unparse(node)!r}")
-            values[node.targets[0].id] = ast.literal_eval(node.value)
-        return values
+        return knobs.parse(cells[0].source, where=f"{self.path.name}'s parameters cell")
+
+    def defaults(self) -> dict:
+        """The chapter's knobs and their ``book`` values."""
+        return {name: knob.default for name, knob in self.knobs().items()}
 
     def code(self) -> str:
         """The chapter's Python code, with IPython magics and shell lines left out."""
@@ -82,41 +79,19 @@ def find(name: str) -> Chapter:
                      f"{', '.join(c.stem for c in chapters)}")
 
 
-def parse_assignments(pairs) -> dict:
-    """``["N=1024", "arch='vgg16'"]`` -> dict; values are Python literals, else strings."""
-    values = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ValueError(f"parameter {pair!r} is not of the form name=value")
-        try:
-            values[key.strip()] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            values[key.strip()] = text
-    return values
-
-
-def check_type(name: str, value, default):
-    """Return ``value`` if it has the type of ``default`` (an int is a valid float)."""
-    expected = type(default)
-    if default is None or (expected is float and type(value) is int):
-        return float(value) if expected is float else value
-    if type(value) is not expected:
-        raise TypeError(f"parameter {name!r} must be {expected.__name__} like its default "
-                        f"{default!r}, got {type(value).__name__} {value!r}")
-    return value
-
-
 def resolve(chapter: Chapter, profile: str, overrides: dict | None = None) -> dict:
     """The parameters to run ``chapter`` with: defaults, then the profile, then ``overrides``."""
-    defaults = chapter.defaults()
+    declared = chapter.knobs()
+    if knobs.PROFILE in (overrides or {}):
+        raise knobs.KnobError("profile cannot be set as a parameter; use --profile")
     chosen = {**profiles.overrides(profile, chapter.stem), **(overrides or {})}
-    unknown = sorted(set(chosen) - set(defaults))
+    unknown = sorted(set(chosen) - set(declared))
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for chapter "
-                         f"{chapter.stem}; valid parameters: {', '.join(defaults)}")
-    resolved = dict(defaults)
-    for name, value in chosen.items():
-        resolved[name] = check_type(name, value, defaults[name])
+                         f"{chapter.stem}; valid parameters: {', '.join(declared)}")
+    resolved = {name: knob.default for name, knob in declared.items()} | chosen
+    for name, knob in declared.items():  # defaults too: a profile may leave one unusable
+        if name != knobs.PROFILE:
+            resolved[name] = knob.check(resolved[name], chapter.stem)
     profiles.check_profile(resolved.get("profile", profile))
     return resolved

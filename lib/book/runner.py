@@ -121,7 +121,7 @@ def build(profile: str = profiles.DEFAULT_PROFILE, output_root=None, html=True, 
     ``output_root/_build/html`` (``output_root`` defaults to the repository). Returns the path
     of ``index.html``, or of the staged sources when ``html`` is false.
     """
-    profiles.check_profile(profile)
+    profile = profiles.check_profile(profile)
     output_root = Path(output_root or paths.ROOT)
     all_chapters = chapters.all_chapters()
     log(f"Executing {len(all_chapters)} chapters at profile {profile}")

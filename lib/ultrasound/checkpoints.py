@@ -76,6 +76,7 @@ def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 
     and a fresh run give a chapter the same random numbers afterwards.
     """
     models.check_weights(weights)
+    profile = profiles.check_profile(profile)
     config = config_for(arch, profile, **changes)
     dev = hardware.device()
     key = checkpoint_key(arch, config, weights, seed)
