@@ -116,6 +116,14 @@ def test_cli_refuses_unknown_chapter_and_profile():
     assert result.returncode == 2 and "valid profiles: smoke, book, full" in result.stderr
 
 
+def test_the_colab_setup_comes_from_one_place():
+    for chapter in chapters.all_chapters():
+        assert "find_spec(\"lib\")" not in chapter.path.read_text(), chapter.stem
+        notebook = chapters.launch_notebook(chapter)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        assert code[0].source == chapters.COLAB_SETUP and "parameters" in code[1].metadata.tags
+
+
 def test_launch_notebooks_match_their_sources():
     for chapter in chapters.all_chapters():
         stored = chapter.path.with_suffix(".ipynb")

@@ -44,12 +44,30 @@ class Chapter:
         return imports.closure(imports.imports_in(self.code()) | {imports.PACKAGE})
 
 
+# The first code cell of every launch notebook: on Colab or Binder, fetch the book's code and
+# data; in a checkout, where `lib` is installed, it does nothing. Chapters do not carry it.
+COLAB_SETUP = """\
+# On Colab, fetch the book's code and data first; in a checkout this does nothing.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("lib") is None and not os.path.isdir("../lib"):
+    subprocess.run("git clone -q --depth 1 "
+                   "https://github.com/nn-sensitivity-book/nn-sensitivity-book.git nnsa"
+                   " && pip install -q -e nnsa", shell=True, check=True)
+sys.path.insert(0, os.path.abspath("nnsa" if os.path.isdir("nnsa") else ".."))"""
+
+
 def launch_notebook(chapter: Chapter):
-    """The chapter as a plain ``.ipynb`` without outputs, for Colab and Binder launch buttons."""
+    """The chapter as a plain ``.ipynb`` without outputs, for Colab and Binder launch buttons,
+    with ``COLAB_SETUP`` before its parameters cell."""
+    import nbformat
+
     notebook = chapter.notebook()
     notebook.metadata.pop("jupytext", None)
     notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
                                        "name": "python3"}
+    first_code = next(i for i, c in enumerate(notebook.cells) if c.cell_type == "code")
+    setup = nbformat.v4.new_code_cell(COLAB_SETUP, metadata={"tags": ["remove-cell"]})
+    notebook.cells.insert(first_code, setup)
     for index, cell in enumerate(notebook.cells):
         cell.id = f"{chapter.stem[:2]}-{index:03d}"  # stable, so regenerating changes nothing
     return notebook
