@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.kernels import am, cam, local, metrics
+from lib.kernels import am, cam, local, metrics, similarity
 from lib.ultrasound import compare
 
 SIZE = 16
@@ -158,7 +158,7 @@ def test_rank_correlation_equals_scipy_with_ties():
     generator = torch.Generator().manual_seed(0)
     a = torch.randint(0, 5, (4, 1, 6, 6), generator=generator).float()  # many ties
     b = a + torch.randint(0, 3, (4, 1, 6, 6), generator=generator).float()
-    ours = compare.rank_correlation(a, b)
+    ours = similarity.rank_correlation(a, b)
     expected = [scipy.stats.spearmanr(x.flatten(), y.flatten()).statistic
                 for x, y in zip(a.numpy(), b.numpy())]
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12)
@@ -166,17 +166,17 @@ def test_rank_correlation_equals_scipy_with_ties():
 
 def test_rank_correlation_of_monotone_maps_and_of_a_constant_map():
     a = torch.rand(3, 1, 5, 5, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(compare.rank_correlation(a, a.exp() * 7),
+    torch.testing.assert_close(similarity.rank_correlation(a, a.exp() * 7),
                                torch.ones(3, dtype=torch.float64))
-    torch.testing.assert_close(compare.rank_correlation(a, -a),
+    torch.testing.assert_close(similarity.rank_correlation(a, -a),
                                -torch.ones(3, dtype=torch.float64))
-    assert torch.isnan(compare.rank_correlation(a, torch.zeros_like(a))).all()
+    assert torch.isnan(similarity.rank_correlation(a, torch.zeros_like(a))).all()
     with pytest.raises(ValueError, match="same shape"):
-        compare.rank_correlation(a, a[:2])
+        similarity.rank_correlation(a, a[:2])
 
 
 def test_average_ranks_of_a_known_row():
-    ranks = compare.average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0, 3.0]]))
+    ranks = similarity.average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0, 1.0, 3.0]]))
     assert ranks.tolist() == [[4.0, 0.5, 4.0, 2.0, 0.5, 4.0]]
 
 

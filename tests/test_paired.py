@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lib.kernels import paired
+from lib.kernels import bootstrap, paired
 
 NAN = float("nan")
 
@@ -54,7 +54,7 @@ def test_a_shared_offset_hides_the_difference_from_unpaired_intervals_but_not_pa
     noise = 0.01 * torch.randn(2, 40, generator=torch.Generator().manual_seed(4),
                                dtype=torch.float64)
     a, b = offset + 0.05 + noise[0], offset + noise[1]
-    counts = paired.resample_counts(40, 2000, seed=0)
+    counts = bootstrap.bootstrap_counts(40, 2000, seed=0)
     low_a, high_a = percentile_interval(a, counts)
     low_b, high_b = percentile_interval(b, counts)
     assert low_a < high_b and low_b < high_a  # the separate intervals overlap

@@ -11,7 +11,7 @@ from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 from torch import nn
 
-from lib.kernels import sanity
+from lib.kernels import sanity, similarity
 
 EXECUTION_ORDER = ["conv1", "norm", "conv2", "head"]
 
@@ -231,7 +231,7 @@ def test_kept_maps_are_the_maps_the_table_compares():
     assert sorted(result.maps) == [0, 1, 2, 3, 4]
     assert torch.equal(result.original, gradient(model, images))
     step = result.table[result.table["step"] == 2]
-    direct = sanity.compare_maps(result.original, result.maps[2])
+    direct = similarity.compare_maps(result.original, result.maps[2])
     assert step["spearman"].tolist() == direct["spearman"].tolist()
     assert step["ssim"].tolist() == direct["ssim"].tolist()
     lean = sanity.cascading_randomization(model, gradient, images, keep_maps=False,
@@ -246,9 +246,9 @@ def test_spearman_matches_scipy_with_ties():
     a = torch.randint(0, 6, (4, 1, 12, 12), generator=generator).double()
     b = (a + torch.randint(0, 4, (4, 1, 12, 12), generator=generator)).double()
     expected = [spearmanr(a[i].flatten(), b[i].flatten()).statistic for i in range(4)]
-    assert sanity.spearman(a, b).tolist() == pytest.approx(expected, abs=1e-12)
-    assert sanity.average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0]])).tolist() == [
-        [3.5, 1.0, 3.5, 2.0]]
+    assert similarity.rank_correlation(a, b).tolist() == pytest.approx(expected, abs=1e-12)
+    assert similarity.average_ranks(torch.tensor([[3.0, 1.0, 3.0, 2.0]])).tolist() == [
+        [2.5, 0.0, 2.5, 1.0]]
 
 
 def test_ssim_matches_skimage():
@@ -258,25 +258,25 @@ def test_ssim_matches_skimage():
     options = dict(data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     expected = [structural_similarity(a[i, 0].numpy(), b[i, 0].numpy(), **options)
                 for i in range(3)]
-    assert sanity.ssim(a, b).tolist() == pytest.approx(expected, abs=1e-10)
+    assert similarity.ssim(a, b).tolist() == pytest.approx(expected, abs=1e-10)
     colour_a = torch.rand(2, 3, 16, 16, generator=generator, dtype=torch.float64)
     colour_b = (colour_a + torch.rand(2, 3, 16, 16, generator=generator,
                                       dtype=torch.float64)) / 2
     expected = [structural_similarity(colour_a[i].numpy(), colour_b[i].numpy(), channel_axis=0,
                                       **options) for i in range(2)]
-    assert sanity.ssim(colour_a, colour_b).tolist() == pytest.approx(expected, abs=1e-10)
-    assert sanity.ssim(a, a).tolist() == [1.0, 1.0, 1.0]
+    assert similarity.ssim(colour_a, colour_b).tolist() == pytest.approx(expected, abs=1e-10)
+    assert similarity.ssim(a, a).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_compare_maps_uses_absolute_values_unless_told_not_to():
     maps = gradient(toy_model(), toy_images(3))
-    flipped = sanity.compare_maps(maps, -maps)
+    flipped = similarity.compare_maps(maps, -maps)
     assert flipped["spearman"].tolist() == pytest.approx([1.0] * 3, abs=1e-12)
     assert flipped["ssim"].tolist() == pytest.approx([1.0] * 3, abs=1e-12)
-    signed = sanity.compare_maps(maps, -maps, absolute=False)
+    signed = similarity.compare_maps(maps, -maps, absolute=False)
     assert signed["spearman"].tolist() == pytest.approx([-1.0] * 3, abs=1e-12)
     # SSIM rescales each map to [0, 1]: a scaled and shifted map is the same map.
-    rescaled = sanity.compare_maps(maps.abs(), 3 * maps.abs() + 1, similarity=["ssim"])
+    rescaled = similarity.compare_maps(maps.abs(), 3 * maps.abs() + 1, similarity=["ssim"])
     assert list(rescaled) == ["ssim"]
     assert rescaled["ssim"].tolist() == pytest.approx([1.0] * 3, abs=1e-6)  # float32 input
 
@@ -401,7 +401,7 @@ def test_a_layer_without_reset_parameters_is_named():
 
 def test_ssim_needs_maps_as_large_as_its_window():
     with pytest.raises(ValueError, match="SSIM needs maps of at least 11 x 11"):
-        sanity.compare_maps(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
-    small = sanity.compare_maps(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8),
+        similarity.compare_maps(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
+    small = similarity.compare_maps(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8),
                                 similarity="spearman")
     assert small["spearman"].shape == (2,)

@@ -1,5 +1,4 @@
 """The book's chapters: where they are, their parameters, and the ``lib`` code they use."""
-import ast
 from dataclasses import dataclass
 from pathlib import Path
 

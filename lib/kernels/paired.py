@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 
+from .bootstrap import bootstrap_counts
+
 VERDICTS = ("higher", "lower", "indistinguishable", "undefined")
 CORRECTIONS = ("bonferroni", "none")
 # Column names of the tables, as they appear in the book.
@@ -64,17 +66,6 @@ class PairedDifference:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def resample_counts(num_images: int, n_boot: int, seed: int, device=None) -> torch.Tensor:
-    """An ``n_boot x num_images`` float64 matrix of draw counts, one resample with replacement
-    per row, drawn on the CPU from ``seed`` (the same draws on every device)."""
-    for name, value in (("num_images", num_images), ("n_boot", n_boot)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    _check_options(n_boot, 0.5, seed, 0.0, 0, "none")
-    generator = torch.Generator().manual_seed(seed)
-    return _counts(generator, num_images, n_boot).to(device)
 
 
 def paired_difference(a, b, *, n_boot=2000, level=0.95, seed=0, margin=0.0, n_permutations=0):
@@ -193,8 +184,8 @@ def _compare(scores, pairs, *, n_boot, level, seed, margin, n_permutations, corr
     used = defined.sum(dim=0)
     weight = defined.double()
 
-    generator = torch.Generator().manual_seed(seed)
-    counts = _counts(generator, values.shape[0], n_boot)
+    counts = bootstrap_counts(values.shape[0], n_boot, seed)
+    generator = torch.Generator().manual_seed(seed)  # the sign flips' draws
     with torch.no_grad():
         replicates = (counts @ differences) / (counts @ weight)  # NaN: no defined image drawn
     m = len(pairs)
@@ -219,12 +210,6 @@ def _compare(scores, pairs, *, n_boot, level, seed, margin, n_permutations, corr
                      "p (Holm)": p_holm[j], "verdict": verdict(low, high, margin, n), "n": n,
                      "n excluded": values.shape[0] - n, "correction": described})
     return rows
-
-
-def _counts(generator, num_images, n_boot):
-    draws = torch.randint(num_images, (n_boot, num_images), generator=generator)
-    counts = torch.zeros(n_boot, num_images, dtype=torch.float64)
-    return counts.scatter_add_(1, draws, torch.ones_like(counts))
 
 
 def _sign_flip_p(differences, n_permutations, generator):

@@ -25,6 +25,9 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from .blur import gaussian_blur
+from .similarity import rescale
+
 UPSAMPLING = ("nearest", "bilinear")
 
 
@@ -60,7 +63,7 @@ def random_maps(shape, *, resolution, seed, smooth_sigma=None, upsample="nearest
                  F.interpolate(noise, size=(height, width), mode="bilinear",
                                align_corners=False))
     if smooth_sigma is not None:
-        noise = _rescale(_blur(noise, smooth_sigma))
+        noise = rescale(_blur(noise, smooth_sigma))
     return noise.to(device=device, dtype=dtype)
 
 
@@ -128,23 +131,8 @@ def _map_shape(shape):
 
 
 def _blur(maps, sigma):
-    """Separable Gaussian blur of ``N x 1 x H x W`` maps, ``sigma`` pixels, edges replicated."""
     if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real)
             or not math.isfinite(sigma) or sigma <= 0):
         raise ValueError(f"smooth_sigma must be a positive number of pixels or None; got "
                          f"{sigma!r}")
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    padded = F.pad(maps, (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(padded, kernel.view(1, 1, -1, 1))
-    return F.conv2d(blurred, kernel.view(1, 1, 1, -1))
-
-
-def _rescale(maps):
-    """Each map shifted and scaled to span [0, 1] (a constant map becomes 0)."""
-    flat = maps.flatten(1)
-    low, high = flat.amin(dim=1), flat.amax(dim=1)
-    span = (high - low).clamp_min(torch.finfo(maps.dtype).tiny)
-    return ((flat - low[:, None]) / span[:, None]).view_as(maps)
+    return gaussian_blur(maps, sigma)

@@ -13,17 +13,7 @@ not reflect the relation between images and labels. The chapter retrains one arc
 shuffled labels (cached like the other networks) and compares the two networks' maps of the
 same test images with :func:`compare_maps`, the measures of the cascade.
 
-Similarity of two maps of the same image (:func:`compare_maps`):
-
-- ``"spearman"``: Spearman's rank correlation over all pixels (and channels), ties sharing
-  their average rank; NaN when a map is constant (no ranking to correlate);
-- ``"ssim"``: the structural similarity index of Wang et al. (2004) on the maps rescaled to
-  [0, 1] each (min to 0, max to 1; a constant map becomes 0), with the standard choices: a
-  Gaussian window of sigma 1.5 px truncated at 3.5 sigma (11 x 11), ``K1 = 0.01``,
-  ``K2 = 0.03``, data range 1, population (not sample) variances, averaged over the window
-  positions that lie wholly inside the map (and over channels). This equals
-  ``skimage.metrics.structural_similarity(..., data_range=1, gaussian_weights=True,
-  sigma=1.5, use_sample_covariance=False)``. Maps must be at least 11 px on each side.
+Similarity of two maps of the same image: ``lib.kernels.similarity`` (Spearman and SSIM).
 
 By default both maps enter by their absolute values (``absolute=True``): the question is
 whether the *importance* of each pixel changes, and the book's maps are magnitudes. With signed
@@ -46,17 +36,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from ..progress import progress
-from . import paired
+from .bootstrap import bootstrap_counts
+from .similarity import SIMILARITIES, check_similarity, check_ssim_size, compare_maps
 
-SIMILARITIES = ("spearman", "ssim")
 MODES = ("cascading", "independent")
-# Wang et al. (2004): Gaussian window of sigma 1.5 px (11 x 11), K1 = 0.01, K2 = 0.03.
-SSIM_SIGMA = 1.5
-SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)
-SSIM_K1, SSIM_K2 = 0.01, 0.03
 # Default for flag_insensitive: a Spearman correlation above 0.5 with the map of a network
 # whose learned weights are gone is more rank agreement than the learned weights can take
 # credit for (see flag_insensitive).
@@ -159,7 +144,7 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
         raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
-    similarity = _check_similarity(similarity)
+    similarity = check_similarity(similarity)
     weight = next(model.parameters(), None)
     if weight is not None and weight.device != images.device:
         raise ValueError(f"the model is on {weight.device} and the images on {images.device}; "
@@ -168,7 +153,7 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
     groups = _layer_groups(model, executed, layers)
     original = _explain(explain, model, images, "the intact model")
     if "ssim" in similarity:
-        _check_ssim_size(original)
+        check_ssim_size(original)
 
     working = copy.deepcopy(model).eval()
     modules = dict(working.named_modules())
@@ -198,87 +183,6 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
                                kept)
 
 
-def compare_maps(maps_a, maps_b, *, similarity=SIMILARITIES, absolute=True):
-    """Per-image similarity of two batches of maps of the same images.
-
-    ``maps_a``, ``maps_b``: ``N x K x H x W`` (or ``N x H x W``) of the same shape, finite.
-    Returns ``{name: length-N float64 tensor}`` for each name in ``similarity`` (see the
-    module docstring; SSIM needs ``H, W >= 11``).
-    """
-    similarity = _check_similarity(similarity)
-    a, b = _as_batch(maps_a, "maps_a"), _as_batch(maps_b, "maps_b")
-    if a.shape != b.shape:
-        raise ValueError(f"maps_a and maps_b must have the same shape; got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    if absolute:
-        a, b = a.abs(), b.abs()
-    a, b = a.double(), b.to(a.device).double()
-    result = {}
-    if "spearman" in similarity:
-        result["spearman"] = spearman(a, b)
-    if "ssim" in similarity:
-        _check_ssim_size(a)
-        result["ssim"] = ssim(_rescale(a), _rescale(b))
-    return result
-
-
-def spearman(a, b):
-    """Spearman's rank correlation of each pair of maps over all their values: length ``N``.
-
-    ``a``, ``b``: ``N x ...`` tensors of the same shape. Tied values share their average rank.
-    NaN where either map is constant.
-    """
-    ranks_a, ranks_b = average_ranks(a.flatten(1)), average_ranks(b.flatten(1))
-    ranks_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
-    ranks_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
-    scale = ranks_a.norm(dim=1) * ranks_b.norm(dim=1)
-    correlation = (ranks_a * ranks_b).sum(dim=1) / scale
-    return torch.where(scale > 0, correlation, math.nan)
-
-
-def average_ranks(values):
-    """Ascending ranks (1-based) of each row of an ``N x P`` tensor, ties at their mean rank:
-    a float64 tensor of the same shape."""
-    ordered, order = values.double().sort(dim=1)
-    rows, length = ordered.shape
-    new_block = torch.ones_like(ordered, dtype=torch.bool)
-    new_block[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    # Number the blocks of equal values across all rows, then average the positions per block.
-    block = new_block.flatten().cumsum(0) - 1
-    positions = torch.arange(1, length + 1, dtype=torch.float64,
-                             device=values.device).repeat(rows)
-    total = torch.zeros(int(block[-1]) + 1, dtype=torch.float64, device=values.device)
-    size = torch.zeros_like(total)
-    total.index_add_(0, block, positions)
-    size.index_add_(0, block, torch.ones_like(positions))
-    mean_rank = (total / size)[block].view(rows, length)
-    return torch.empty_like(mean_rank).scatter_(1, order, mean_rank)
-
-
-def ssim(a, b):
-    """Mean structural similarity of each pair of maps with values in [0, 1]: length ``N``.
-
-    ``a``, ``b``: ``N x K x H x W`` with ``H, W >= 11``; the index is averaged over the valid
-    window positions and the ``K`` channels (see the module docstring for the constants).
-    """
-    if a.shape != b.shape or a.ndim != 4:
-        raise ValueError(f"ssim needs two N x K x H x W tensors of the same shape; got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
-    _check_ssim_size(a)
-    a, b = a.double(), b.double()
-    channels = a.shape[1]
-    flat = torch.cat([a, b, a * a, b * b, a * b]).flatten(0, 1).unsqueeze(1)
-    means = _window_means(flat)
-    mean_a, mean_b, mean_aa, mean_bb, mean_ab = means.view(
-        5, a.shape[0], channels, *means.shape[-2:]).unbind(0)
-    var_a, var_b = mean_aa - mean_a ** 2, mean_bb - mean_b ** 2
-    covariance = mean_ab - mean_a * mean_b
-    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2  # data range 1
-    index = ((2 * mean_a * mean_b + c1) * (2 * covariance + c2)
-             / ((mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2)))
-    return index.flatten(1).mean(dim=1)
-
-
 def summary(result, *, n_boot=1000, level=0.95, seed=0):
     """Mean similarity per step with a percentile-bootstrap interval over images.
 
@@ -293,7 +197,7 @@ def summary(result, *, n_boot=1000, level=0.95, seed=0):
         raise ValueError(f"level must be a number in (0, 1); got {level!r}")
     table = result.table
     images = int(table["image"].max()) + 1
-    counts = paired.resample_counts(images, n_boot, seed)
+    counts = bootstrap_counts(images, n_boot, seed)
     tails = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     rows = []
     for (step, layer, depth), group in table.groupby(["step", "layer", "depth"], sort=False):
@@ -467,53 +371,8 @@ def _check_images(images):
         raise ValueError("images contain NaN or infinite values")
 
 
-def _check_similarity(similarity):
-    names = (similarity,) if isinstance(similarity, str) else tuple(similarity)
-    unknown = [name for name in names if name not in SIMILARITIES]
-    if unknown or not names:
-        raise ValueError(f"similarity must name one or more of "
-                         f"{', '.join(map(repr, SIMILARITIES))}; got {similarity!r}")
-    return tuple(dict.fromkeys(names))
-
-
-def _check_ssim_size(maps):
-    if min(maps.shape[-2:]) < 2 * SSIM_RADIUS + 1:
-        raise ValueError(f"SSIM needs maps of at least {2 * SSIM_RADIUS + 1} x "
-                         f"{2 * SSIM_RADIUS + 1} pixels (its window); got "
-                         f"{tuple(maps.shape[-2:])}; use similarity=('spearman',)")
-
-
 def _check_result(result, name="result"):
     if not isinstance(result, RandomizationResult):
         raise TypeError(f"{name} must be a RandomizationResult; got {type(result).__name__}")
 
 
-def _as_batch(maps, name):
-    if not isinstance(maps, torch.Tensor) or not maps.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor; got "
-                        f"{getattr(maps, 'dtype', type(maps).__name__)}")
-    if maps.ndim == 3:
-        maps = maps.unsqueeze(1)
-    if maps.ndim != 4 or 0 in maps.shape:
-        raise ValueError(f"{name} must be N x K x H x W or N x H x W; got shape "
-                         f"{tuple(maps.shape)}")
-    if not torch.isfinite(maps).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return maps
-
-
-def _rescale(maps):
-    """Each map (all its channels together) mapped to [0, 1]; a constant map becomes 0."""
-    flat = maps.flatten(1)
-    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
-    span = high - low
-    scaled = torch.where(span > 0, (flat - low) / torch.where(span > 0, span, 1.0), 0.0)
-    return scaled.view_as(maps)
-
-
-def _window_means(maps):
-    """Gaussian-weighted means over every 11 x 11 window wholly inside ``B x 1 x H x W``."""
-    offsets = torch.arange(-SSIM_RADIUS, SSIM_RADIUS + 1, dtype=maps.dtype, device=maps.device)
-    kernel = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
-    kernel = kernel / kernel.sum()
-    return F.conv2d(F.conv2d(maps, kernel.view(1, 1, -1, 1)), kernel.view(1, 1, 1, -1))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from ..hardware import synchronize
 from ..kernels import am, cam, checks, hooks, local, metrics
+from ..kernels.similarity import rank_correlation
 from ..progress import progress
 
 METHODS = ("grad_cam", "am_change", "local_sensitivity", "gradient", "random")
@@ -188,35 +189,6 @@ def _in_chunks(compute, count, batch_size, show_progress, desc):
     if show_progress and len(starts) > 1:
         starts = progress(starts, desc=desc, unit="batch", leave=False)
     return torch.cat([compute(slice(s, s + batch_size)) for s in starts])
-
-
-def rank_correlation(a, b):
-    """Spearman's rank correlation of two batches of maps, per image: a length-``N`` tensor.
-
-    Pixels with equal values share their average rank (as in ``scipy.stats.spearmanr``), so
-    the zeros that Grad-CAM's ReLU leaves count as one tied block. NaN where a map is constant.
-    """
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape:
-        raise ValueError(f"a and b must be tensors of the same shape; got "
-                         f"{getattr(a, 'shape', None)} and {getattr(b, 'shape', None)}")
-    ranks_a, ranks_b = average_ranks(a.flatten(1)), average_ranks(b.flatten(1))
-    ranks_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
-    ranks_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
-    return (ranks_a * ranks_b).sum(dim=1) / (ranks_a.norm(dim=1) * ranks_b.norm(dim=1))
-
-
-def average_ranks(values):
-    """Ranks (0-based, ascending) of each row of an ``N x P`` tensor; ties get their mean."""
-    ordered, order = values.double().sort(dim=1)
-    positions = torch.arange(values.shape[1], dtype=torch.float64,
-                             device=values.device).expand_as(ordered)
-    starts_block = torch.ones_like(ordered, dtype=torch.bool)
-    starts_block[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    ends_block = torch.ones_like(starts_block)
-    ends_block[:, :-1] = starts_block[:, 1:]
-    first = torch.where(starts_block, positions, 0.0).cummax(dim=1).values
-    last = torch.where(ends_block, positions, math.inf).flip(1).cummin(dim=1).values.flip(1)
-    return torch.empty_like(ordered).scatter_(1, order, (first + last) / 2)
 
 
 def agreement(maps, *, digits=2):
