@@ -41,3 +41,24 @@ def atomic_path(target):
 def write_bytes_atomic(target, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def locked(path, on_wait=None):
+    """Hold an exclusive lock on the file ``path`` for the ``with`` block (POSIX ``flock``):
+    a second holder waits until the first is done. ``on_wait()`` is called once if it must."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

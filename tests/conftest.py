@@ -1,4 +1,5 @@
 import os
+import textwrap
 
 import pytest
 
@@ -14,3 +15,24 @@ def smoke_book():
     from lib.book import paths, runner
 
     return runner.build("smoke", output_root=paths.ROOT / "_build" / SMOKE_ROOT_NAME)
+
+
+TOY_HEADER = textwrap.dedent("""\
+    ---
+    kernelspec:
+      display_name: Python 3
+      language: python
+      name: python3
+    ---
+    """)
+
+
+@pytest.fixture
+def toy_chapter():
+    """The source of a one-cell chapter running ``body`` (with a rule-abiding seed knob)."""
+    def source(body: str) -> str:
+        cells = ["```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = \"book\"\n"
+                 "seed = 0  # [0 <= seed < 2 ** 32] the seed\n```",
+                 f"```{{code-cell}} ipython3\n{body}\n```"]
+        return TOY_HEADER + "\n# A chapter\n\n" + "\n\n".join(cells) + "\n"
+    return source

@@ -1,37 +1,20 @@
 """Executing chapters: cached, re-executed when anything they depend on changes, never stale."""
 import shutil
-import textwrap
 
 import nbformat
 import pytest
 
 from lib.book import chapters, paths, runner
 
-HEADER = textwrap.dedent("""\
-    ---
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
-    """)
-
-
-def chapter_source(body: str) -> str:
-    cells = ["```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = \"book\"\nseed = 0\n```",
-             f"```{{code-cell}} ipython3\n{body}\n```"]
-    return HEADER + "\n# A chapter\n\n" + "\n\n".join(cells) + "\n"
-
-
 @pytest.fixture
-def sandbox(tmp_path, monkeypatch):
+def sandbox(tmp_path, monkeypatch, toy_chapter):
     """A book with two toy chapters and a private copy of lib's sources for the cache keys."""
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     (notebooks / "01-uses-checks.md").write_text(
-        chapter_source("import lib\nprint(lib.kernels.checks.positive_int('seed', seed + 1))"))
+        toy_chapter("import lib\nprint(lib.kernels.checks.positive_int('seed', seed + 1))"))
     (notebooks / "02-uses-progress.md").write_text(
-        chapter_source("import lib\nprint(len(list(lib.progress.progress(range(3)))))"))
+        toy_chapter("import lib\nprint(len(list(lib.progress.progress(range(3)))))"))
     lib_copy = tmp_path / "lib"
     shutil.copytree(paths.LIB_DIR, lib_copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(paths, "NOTEBOOKS_DIR", notebooks)
@@ -105,9 +88,9 @@ def test_key_sees_parameters_data_and_toolchain(sandbox, monkeypatch, tmp_path):
     assert runner.chapter_key(chapter, params) != with_lock
 
 
-def test_failing_chapter_shows_the_traceback_and_caches_nothing(sandbox):
+def test_failing_chapter_shows_the_traceback_and_caches_nothing(sandbox, toy_chapter):
     (sandbox / "notebooks" / "03-fails.md").write_text(
-        chapter_source("raise ValueError('the data went missing')"))
+        toy_chapter("raise ValueError('the data went missing')"))
     with pytest.raises(runner.ChapterFailed, match="the data went missing"):
         build_log(sandbox)
     cached = list((sandbox / "cache" / "chapters").glob("03-fails*"))

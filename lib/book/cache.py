@@ -41,11 +41,23 @@ def entry_path(kind: str, name: str, key: str, suffix: str) -> Path:
 
 
 def is_valid(path: Path) -> bool:
-    """True when ``path`` and its ``.sha256`` sidecar exist and agree."""
+    """True when ``path`` and its ``.sha256`` sidecar exist, can be read, and agree.
+
+    An unreadable sidecar or entry is not an error: the entry is simply not valid, and is
+    computed again.
+    """
     sidecar = path.with_name(path.name + ".sha256")
     if not (path.exists() and sidecar.exists()):
         return False
-    return sidecar.read_text().strip() == sha256_file(path)
+    try:
+        return sidecar.read_text(encoding="ascii").strip() == sha256_file(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def describe_invalid(path: Path) -> str:
+    """Why the existing entry ``path`` is not used, for the log."""
+    return f"cache: {path} is corrupt, incomplete or unreadable; computing it again"
 
 
 def store(path: Path, write) -> None:
@@ -67,9 +79,12 @@ def cached_torch(kind: str, name: str, key: str, compute, *, verbose=True):
     path = entry_path(kind, name, key, ".pt")
     if path.exists():
         if is_valid(path):
-            return torch.load(path, map_location="cpu", weights_only=False)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            except Exception:  # intact bytes that do not load: made by another torch
+                pass
         if verbose:
-            print(f"cache: {path.name} is corrupt or incomplete; recomputing it")
+            print(describe_invalid(path))
     value = compute()
     store(path, lambda tmp: torch.save(value, tmp))
     return value

@@ -59,6 +59,19 @@ class _Forwarder(threading.Thread):
             self.out.flush()
 
 
+def cell_announcer(stem: str, cells: int, out=None):
+    """A hook for nbclient's ``on_cell_start``: one line per code cell of the ``cells`` as
+    it starts, e.g. ``05-cnns: cell 7/31 | loaded = {arch: checkpoints.load_trained(...``."""
+    def announce(cell, cell_index):
+        if cell.cell_type != "code" or not cell.source.strip():
+            return
+        first = cell.source.strip().splitlines()[0]
+        stream = out or sys.stderr
+        stream.write(f"  {stem}: cell {cell_index}/{cells} | {first[:60]}\n")
+        stream.flush()
+    return announce
+
+
 @contextlib.contextmanager
 def forwarded_progress(out=None):
     """Inside the block, kernels started from this process send their bars to ``out``

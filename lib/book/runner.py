@@ -1,8 +1,13 @@
 """Execute chapters with papermill (cached), and render the book with Jupyter Book.
 
 An executed chapter is reused only when its key is unchanged: the key hashes the chapter's
-source, the source of every ``lib`` module it uses, the data checksums, the resolved
-parameters and the pinned toolchain. A chapter that fails leaves nothing in the cache.
+source, the source of every ``lib`` module it uses and of the machinery that runs it, the
+data checksums, the resolved parameters and the pinned toolchain. A chapter that fails leaves
+nothing in the cache.
+
+A build owns only what it makes: the staged sources go to a fresh folder that replaces
+``_build/src`` only if that folder holds nothing but an earlier staging, and builds into the
+same output folder take turns on a lock.
 """
 import platform
 import shutil
@@ -14,12 +19,16 @@ from pathlib import Path
 
 import nbformat
 
-from ..files import sha256_file
+from ..files import locked, sha256_file
 from . import cache, chapters, console, imports, paths, profiles
 
 KERNEL_NAME = "nnsa-book"
 STAGED_FILES = ("_config.yml", "_toc.yml")
 STAGED_DIRS = ("book",)
+# Lists what a staging wrote, so that the next one can tell its own files from a user's.
+STAGED_LIST = ".staged-files"
+# The kernel logs only what would stop it: no start-up warnings, no shutdown notices.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 class ChapterFailed(RuntimeError):
@@ -57,17 +66,21 @@ def execute(chapter, params: dict, target: Path) -> None:
     ensure_kernel()
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{chapter.stem}.ipynb"
-        nbformat.write(chapter.notebook(), source)
+        notebook = chapter.notebook()
+        nbformat.write(notebook, source)
         executed = Path(tmp) / "executed.ipynb"
         try:
             with console.forwarded_progress():
                 papermill.execute_notebook(
                     str(source), str(executed), parameters=params, kernel_name=KERNEL_NAME,
                     cwd=str(chapter.path.parent), progress_bar=False,
-                    request_save_on_cell_execute=False)
+                    request_save_on_cell_execute=False, extra_arguments=KERNEL_ARGUMENTS,
+                    # papermill adds a cell for the injected parameters
+                    on_cell_start=console.cell_announcer(chapter.stem, len(notebook.cells) + 1))
         except PapermillExecutionError as error:
-            raise ChapterFailed(f"chapter {chapter.stem} failed in cell {error.exec_count}:\n"
-                                + "\n".join(error.traceback)) from None
+            raise ChapterFailed(console.plain(
+                f"chapter {chapter.stem} failed in cell {error.exec_count}:\n"
+                + "\n".join(error.traceback))) from None
         notebook = nbformat.read(executed, as_version=4)
         for cell in notebook.cells:
             tags = cell.metadata.get("tags", [])
@@ -84,6 +97,8 @@ def executed_chapter(chapter, profile: str, log=print) -> Path:
     if cache.is_valid(target):
         log(f"  {chapter.stem}: up to date (cached)")
         return target
+    if target.exists():
+        log(f"  {cache.describe_invalid(target)}")
     log(f"  {chapter.stem}: executing at profile {profile} ...")
     execute(chapter, params, target)
     log(f"  {chapter.stem}: done in {time.perf_counter() - start:.1f} s")
@@ -91,16 +106,50 @@ def executed_chapter(chapter, profile: str, log=print) -> Path:
 
 
 def stage(executed: dict, source_dir: Path) -> None:
-    """Lay out the book's sources with the executed notebooks in place of the .md chapters."""
-    if source_dir.exists():
-        shutil.rmtree(source_dir)
-    (source_dir / "notebooks").mkdir(parents=True)
-    for name in STAGED_FILES:
-        shutil.copy2(paths.ROOT / name, source_dir / name)
-    for name in STAGED_DIRS:
-        shutil.copytree(paths.ROOT / name, source_dir / name)
-    for stem, notebook in executed.items():
-        shutil.copy2(notebook, source_dir / "notebooks" / f"{stem}.ipynb")
+    """Lay out the book's sources with the executed notebooks in place of the .md chapters.
+
+    The layout is built in a fresh folder next to ``source_dir`` and renamed into place. An
+    existing ``source_dir`` is replaced only when it holds exactly what an earlier staging
+    wrote; anything else in it is left alone and the build stops with a message.
+    """
+    source_dir.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=".src-", dir=source_dir.parent))
+    try:
+        (fresh / "notebooks").mkdir()
+        for name in STAGED_FILES:
+            shutil.copy2(paths.ROOT / name, fresh / name)
+        for name in STAGED_DIRS:
+            shutil.copytree(paths.ROOT / name, fresh / name)
+        for stem, notebook in executed.items():
+            shutil.copy2(notebook, fresh / "notebooks" / f"{stem}.ipynb")
+        (fresh / STAGED_LIST).write_text("\n".join(_files_below(fresh)) + "\n")
+        _replace_staging(fresh, source_dir)
+    finally:
+        if fresh.exists():
+            shutil.rmtree(fresh)
+
+
+def _files_below(folder: Path) -> list:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _replace_staging(fresh: Path, target: Path) -> None:
+    if target.exists():
+        listed = target / STAGED_LIST
+        # an earlier staging lists its files; one from before the list existed looks like ours
+        ours = set(listed.read_text().split() if listed.is_file() else _files_below(fresh))
+        foreign = [name for name in _files_below(target) if name not in ours | {STAGED_LIST}]
+        if foreign:
+            raise RuntimeError(
+                f"{target} holds files this book did not stage ({', '.join(foreign[:5])}); "
+                f"nothing was deleted. Move them away, or build into another folder with "
+                f"--output-root")
+        old = target.with_name(f".{target.name}-old-{fresh.name}")
+        target.rename(old)
+        fresh.rename(target)
+        shutil.rmtree(old)
+    else:
+        fresh.rename(target)
 
 
 def render(source_dir: Path, output_root: Path) -> Path:
@@ -123,6 +172,13 @@ def build(profile: str = profiles.DEFAULT_PROFILE, output_root=None, html=True, 
     """
     profile = profiles.check_profile(profile)
     output_root = Path(output_root or paths.ROOT)
+    lock = output_root / "_build" / ".build.lock"
+    with locked(lock, on_wait=lambda: log(f"Waiting for another build into {output_root} "
+                                          f"(lock {lock}) ...")):
+        return _build(profile, output_root, html, log)
+
+
+def _build(profile, output_root, html, log):
     all_chapters = chapters.all_chapters()
     log(f"Executing {len(all_chapters)} chapters at profile {profile}")
     start = time.perf_counter()

@@ -279,6 +279,7 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
     with torch.no_grad():
         start = image()
         start_values = _evaluate(model, start, targets, preprocess, validate=True)
+    checks.finite(start_values, "the target value of the starting image", "target")
     optimiser = torch.optim.Adam([image.param], lr=checks.finite_number("lr", lr, positive=True))
     history = []
     iterations = range(steps)
@@ -296,6 +297,9 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
     with torch.no_grad():
         final = image()
         final_values = _evaluate(model, final, targets, preprocess)
+    checks.finite(torch.cat([final.flatten(1), final_values[:, None]], dim=1),
+                  f"activation maximisation diverged (lr = {lr:g}): the image or its value",
+                  "target")
     return AMResult(final, list(targets), torch.stack(history), start_values, final_values,
                     start)
 

@@ -71,6 +71,7 @@ def grad_cam(model, x, target=None, *, layer, upsample=True, normalize=False, re
         target = checks.class_targets(target, x.shape[0], x.device, allow_none=True)
         cams = torch.cat([_cam_batch(model, x, target, slice(s, s + batch_size), layer, relu)
                           for s in starts])
+    checks.finite(cams, "the Grad-CAM map (from the model's scores and their gradients)")
     if normalize:
         cams = normalize_maps(cams)
     if upsample:
@@ -102,6 +103,8 @@ def _cam_batch(model, x, target, rows, layer, relu):
         raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
     activation = recorded[0]
     checks.logits(logits, activation.shape[0])
+    # NaN scores can still give finite (zero) gradients, hence a map that looks plausible
+    checks.finite(logits.detach(), "the model's scores for Grad-CAM", offset=rows.start)
     if target is None:
         classes = logits.argmax(dim=1)
     else:

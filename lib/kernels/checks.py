@@ -123,6 +123,22 @@ def classes_or_predictions(target, logits: torch.Tensor) -> torch.Tensor:
     return classes_in_range(given, logits.shape[1])
 
 
+def finite(values: torch.Tensor, what: str, index: str = "image", axis: int = 0,
+           offset: int = 0):
+    """``values`` when every entry is finite; else a ValueError naming ``what`` and the
+    indices along ``axis`` (``index``: what they count, e.g. images; ``offset`` is added, for
+    a part of a larger batch) where it is not."""
+    good = torch.isfinite(values)
+    if bool(good.all()):
+        return values
+    bad = (~good).movedim(axis, 0).reshape(values.shape[axis], -1).any(1)
+    where = [offset + i for i in bad.nonzero().flatten().tolist()]
+    more = " ..." if len(where) > 10 else ""
+    raise ValueError(f"{what} is NaN or infinite for {index} {where[:10]}{more} "
+                     f"({len(where)} of {values.shape[axis]}); no result is given for "
+                     f"non-finite values, which would otherwise read as confident answers")
+
+
 def logits(output, batch: int) -> torch.Tensor:
     """The model's output as a ``(batch, classes)`` tensor of scores."""
     if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[0] != batch:

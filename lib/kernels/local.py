@@ -67,6 +67,7 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     x, target = _check_inputs(model, x, target)
     delta = _check_delta(delta)
     checks.choice("scheme", scheme, SCHEMES)
+    _check_step_resolves(x, delta, scheme)
     checks.choice("channels", channels, CHANNEL_MODES)
     checks.choice("output", output, OUTPUTS)
     _check_patch(patch, x.shape[-2:])
@@ -77,7 +78,8 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     checks.positive_int("chunk_size", chunk_size)
 
     with torch.inference_mode():
-        _scores(model, x, target, output, check_target=True)
+        checks.finite(_scores(model, x, target, output, check_target=True),
+                      f"the model's {output} of the unperturbed images")
         rows, start = [], 0
         bar = progress(total=layout.count, desc="fd_sensitivity", unit="perturbation",
                        leave=False) if show_progress and chunk_size < layout.count else None
@@ -117,7 +119,9 @@ def gradient(model, x, target, *, patch=1, channels="each", output="logit"):
         inputs = x.detach().clone().requires_grad_(True)
         # Each image's score depends only on that image, so the sum's gradient is per image.
         scores = _scores(model, inputs, target, output, check_target=True)
+        checks.finite(scores.detach(), f"the model's {output}")
         (grad,) = torch.autograd.grad(scores.sum(), inputs)
+        checks.finite(grad, f"the gradient of the model's {output}")
     if channels == "all":
         grad = grad.sum(dim=1, keepdim=True)
     if patch > 1:
@@ -217,6 +221,7 @@ def _differences(model, x, steps, delta, target, output, scheme):
         images[num_steps:].add_(steps, alpha=-delta)
     scores = _scores(model, images.reshape(-1, *x.shape[1:]),
                      target.repeat(images.shape[0]), output).view(-1, batch)
+    checks.finite(scores, f"the model's {output} of the perturbed images", "image", axis=1)
     if scheme == "forward":
         return (scores[1:] - scores[:1]) / delta
     return (scores[:num_steps] - scores[num_steps:]) / (2 * delta)
@@ -253,6 +258,21 @@ def _check_delta(delta):
     if not math.isfinite(delta) or delta == 0:
         raise ValueError(f"delta must be finite and non-zero; got {delta}")
     return float(delta)
+
+
+def _check_step_resolves(x, delta, scheme):
+    """Refuse a step that leaves some pixel unchanged in the images' dtype: its difference
+    quotient would be exactly zero, a map of no sensitivity that is only rounding."""
+    moved = (x + delta) != x
+    if scheme == "central":
+        moved &= (x - delta) != x
+    if not bool(moved.all()):
+        largest = x[~moved].abs().max().item()
+        needed = torch.finfo(x.dtype).eps * max(largest, torch.finfo(x.dtype).tiny)
+        raise ValueError(f"delta = {delta:g} does not change {int((~moved).sum())} pixel "
+                         f"value(s) of x in {x.dtype} (the largest of them is "
+                         f"{largest:g}); use |delta| above about {needed:.1e}, or float64 "
+                         f"images")
 
 
 def _check_patch(patch, image_shape):

@@ -167,7 +167,8 @@ def perturbation_curves(model, images, maps, *, mode, target=None, baseline="bla
     total = images.shape[0] * (steps + 1)
     scores = _score_in_chunks(model, perturbed, total, output, preprocess, chunk_size,
                               show_progress, desc=mode, device=images.device)
-    scores = scores.view(images.shape[0], steps + 1)
+    scores = checks.finite(scores.view(images.shape[0], steps + 1),
+                           f"the model's {output} along the {mode} curve")
     fractions = counts.to(scores.dtype) / pixels
     auc = torch.trapezoid(scores, fractions, dim=1)
     return Curves(mode, baseline_name, output, fractions, scores, auc)
@@ -299,13 +300,9 @@ def _score_in_chunks(model, build, total, output, preprocess, chunk_size, show_p
 
 
 def _class_scores(model, images, classes, output, preprocess):
-    logits = model(images if preprocess is None else preprocess(images))
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(images):
-        raise ValueError(f"the model must return a (batch, classes) tensor of scores; got "
-                         f"{getattr(logits, 'shape', type(logits).__name__)}")
-    if classes.max() >= logits.shape[1]:
-        raise ValueError(f"target classes must be in 0..{logits.shape[1] - 1} for this model; "
-                         f"got {sorted(set(classes.tolist()))}")
+    logits = checks.logits(model(images if preprocess is None else preprocess(images)),
+                           len(images))
+    checks.classes_in_range(classes, logits.shape[1])
     if output == "probability":
         logits = logits.softmax(dim=1)
     return logits.gather(1, classes.view(-1, 1)).squeeze(1)
@@ -330,8 +327,10 @@ def _baseline(baseline, images, blur_sigma):
         if baseline.shape != images.shape:
             raise ValueError(f"a baseline tensor must have the images' shape "
                              f"{tuple(images.shape)}; got {tuple(baseline.shape)}")
-        return baseline.to(images), "tensor"
+        return checks.finite(baseline.to(images), "the baseline"), "tensor"
     if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+        if not math.isfinite(baseline):
+            raise ValueError(f"a constant baseline must be finite; got {baseline!r}")
         return torch.full_like(images, float(baseline)), f"constant {float(baseline):g}"
     if baseline == "black":
         return torch.zeros_like(images), "black"

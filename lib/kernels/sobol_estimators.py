@@ -96,16 +96,43 @@ def _flat_blocks(blocks: SaltelliBlocks) -> SaltelliBlocks:
                           None if blocks.BA is None else blocks.BA.reshape(N, D, -1))
 
 
-def _chunk(blocks: SaltelliBlocks, rows: slice) -> SaltelliBlocks:
-    """Rows ``rows`` of every block, in float64."""
-    return SaltelliBlocks(*(None if b is None else b[rows].to(torch.float64) for b in blocks))
+def _chunk(blocks: SaltelliBlocks, rows: slice, scale: torch.Tensor) -> SaltelliBlocks:
+    """Rows ``rows`` of every block, in float64, each output multiplied by its ``scale``."""
+    return SaltelliBlocks(*(None if b is None else b[rows].to(torch.float64) * scale
+                            for b in blocks))
+
+
+def _output_scales(blocks: SaltelliBlocks, slices) -> torch.Tensor:
+    """Per output, the power of two that brings its largest |value| into [0.5, 1).
+
+    Multiplying by a power of two is exact, and Sobol' indices do not depend on the scale of
+    the output, so the indices are unchanged, while no moment of a huge (finite) output can
+    overflow. Also refuses an output that is NaN or infinite at any design row: such an
+    output would otherwise be read as constant, all of its indices 0.
+    """
+    largest = None
+    for rows in slices:
+        for block in blocks:
+            if block is None:
+                continue
+            flat = block[rows].reshape(-1, block.shape[-1])
+            finite = torch.isfinite(flat).all(dim=0)
+            if not bool(finite.all()):
+                bad = (~finite).nonzero().flatten().tolist()
+                raise ValueError(f"the outputs {bad[:10]}{' ...' if len(bad) > 10 else ''} "
+                                 f"(flat output indices) are NaN or infinite at some design "
+                                 f"rows; every design row needs a finite output")
+            peak = flat.abs().amax(dim=0).to(torch.float64)
+            largest = peak if largest is None else torch.maximum(largest, peak)
+    exponent = torch.frexp(largest).exponent  # 0 for an output that is 0 everywhere
+    return torch.ldexp(torch.ones_like(largest), -exponent)
 
 
 def _row_slices(N: int, chunk_size: int) -> list:
     return [slice(s, min(s + chunk_size, N)) for s in range(0, N, chunk_size)]
 
 
-def _pooled_moments(blocks: SaltelliBlocks, slices) -> tuple:
+def _pooled_moments(blocks: SaltelliBlocks, slices, scale) -> tuple:
     """Mean and std (ddof=0) of every output over all design rows, as SALib standardises Y.
 
     Each block of each chunk gets its own mean and variance; they are pooled exactly
@@ -113,7 +140,7 @@ def _pooled_moments(blocks: SaltelliBlocks, slices) -> tuple:
     """
     counts, means, sums_sq = [], [], []
     for rows in slices:
-        for block in _chunk(blocks, rows):
+        for block in _chunk(blocks, rows, scale):
             if block is not None:
                 var, mean = torch.var_mean(block, dim=tuple(range(block.ndim - 1)),
                                            correction=0)
@@ -160,7 +187,7 @@ def _sample_terms(c: SaltelliBlocks, pairs, out: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _term_means(blocks: SaltelliBlocks, mean, std, weights, pairs, slices) -> torch.Tensor:
+def _term_means(blocks: SaltelliBlocks, scale, mean, std, weights, pairs, slices) -> torch.Tensor:
     """Means (1 + R, terms, K) of the terms over the sample (row 0) and over each resample."""
     N, D, K = blocks.AB.shape
     dev = blocks.A.device
@@ -168,7 +195,7 @@ def _term_means(blocks: SaltelliBlocks, mean, std, weights, pairs, slices) -> to
     buffer = torch.empty((slices[0].stop, num_terms, K), dtype=torch.float64, device=dev)
     sums = torch.zeros((weights.shape[0], num_terms * K), dtype=torch.float64, device=dev)
     for rows in slices:
-        chunk = _standardized(_chunk(blocks, rows), mean, std)
+        chunk = _standardized(_chunk(blocks, rows, scale), mean, std)
         terms = _sample_terms(chunk, pairs, buffer[:rows.stop - rows.start])
         sums.addmm_(weights[:, rows].to(dev), terms.reshape(terms.shape[0], -1))
     return (sums / N).reshape(-1, num_terms, K)
@@ -257,10 +284,11 @@ def estimate_indices(blocks: SaltelliBlocks, *, num_resamples: int = 100,
     num_terms = _num_terms(D, flat.BA is not None)
     chunk_size = chunk_size or max(1, TERMS_BUDGET_BYTES // (8 * num_terms * K))
     slices = _row_slices(N, int(chunk_size))
-    mean, std = _pooled_moments(flat, slices)
+    scale = _output_scales(flat, slices)
+    mean, std = _pooled_moments(flat, slices, scale)
     std = torch.where(std > 0, std, 1.0)  # a constant output: all its terms and indices are 0
     weights = bootstrap_weights(N, num_resamples, seed)
-    M = _term_means(flat, mean, std, weights, pairs, slices)
+    M = _term_means(flat, scale, mean, std, weights, pairs, slices)
     _warn_constant(_pooled_variance(M[:1])[0])
     z = float(stats.norm.ppf(0.5 + conf_level / 2))
     result = {}

@@ -182,6 +182,7 @@ def maps_from_outputs(outputs: torch.Tensor, grid: int, *, num_resamples: int = 
                       conf_level: float = 0.95, seed=None) -> dict:
     """S1, ST and their confidence half-widths, (images, g, g) each, from the model outputs
     (N (g^2 + 2), images) of ``mask_design`` rows, by ``lib.kernels.sobol.estimate_indices``."""
+    checks.finite(outputs, "the model's score of the perturbed images", "image", axis=1)
     blocks = sobol.split_blocks(outputs, grid * grid, calc_second_order=False)
     indices = sobol.estimate_indices(blocks, num_resamples=num_resamples,
                                      conf_level=conf_level, seed=seed)
@@ -281,11 +282,7 @@ def _block_scores(model, images, fill, upsampled, classes, output) -> torch.Tens
 def _forward_block(model, images, fill, upsampled, classes, output) -> torch.Tensor:
     perturbed = perturb(images.unsqueeze(0), fill.unsqueeze(0), upsampled.unsqueeze(1))
     count, batch = perturbed.shape[:2]
-    logits = model(perturbed.flatten(0, 1))
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 \
-            or logits.shape[0] != count * batch:
-        raise ValueError(f"the model must return a (batch, classes) tensor of scores; got "
-                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    logits = checks.logits(model(perturbed.flatten(0, 1)), count * batch)
     if output == "probability":
         logits = logits.softmax(dim=1)
     picked = logits.view(count, batch, -1).gather(2, classes.view(1, -1, 1).expand(count, -1, 1))
