@@ -2,12 +2,11 @@
 answer, a lost file, a hang or a stale result."""
 import shutil
 import threading
-import time
 
 import pytest
 import torch
 
-from lib.book import cache, chapters, knobs, paths, profiles, runner
+from lib.book import cache, chapters, knobs, paths, runner
 from lib.kernels import am, cam, local, metrics, sobol, sobol_images
 
 
