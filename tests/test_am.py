@@ -281,3 +281,48 @@ def test_zoom_and_shift_of_the_warp():
     weights = torch.tensor([0.25, 0.75])
     expected = weights @ images[0, 0, 2:4, 2:4] @ weights
     torch.testing.assert_close(zoomed[2, 2], expected)
+
+
+class Linear(torch.nn.Module):
+    """logit_0 = sum(w * x): its gradient is w everywhere, whatever x."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = torch.nn.Parameter(weights, requires_grad=False)
+
+    def forward(self, x):
+        score = (x * self.weights).flatten(1).sum(1)
+        return torch.stack([score, -score], dim=1)
+
+
+def rank_correlation(a, b):
+    from lib.kernels.similarity import rank_correlation as spearman
+
+    return spearman(a[None].double(), b[None].double()).item()
+
+
+def test_under_adam_and_the_sigmoid_the_change_follows_x_times_one_minus_x():
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(1, 1, 16, 16, generator=generator) * 10
+    image = torch.rand(1, 1, 16, 16, generator=generator) * 0.98 + 0.01
+    model = Linear(weights).eval()
+    adam = am.maximize_from(model, image, 0, l2=0.0, steps=1, lr=0.01, show_progress=False)
+    change = (adam.images - image).abs()
+    assert rank_correlation(change, image * (1 - image)) > 0.95
+    assert rank_correlation(change, weights.abs()) < 0.3
+    plain = am.maximize_from(model, image, 0, param="clamped", optimizer="gradient",
+                             l2=0.0, steps=1, lr=1e-4, show_progress=False)
+    change = (plain.images - image).abs()
+    assert rank_correlation(change, weights.abs()) > 0.99
+    assert rank_correlation(change, image * (1 - image)) < 0.3
+
+
+def test_clamped_pixels_stay_in_the_unit_interval_and_bad_optimisers_are_refused():
+    model = Linear(torch.full((1, 1, 8, 8), 100.0)).eval()
+    result = am.maximize(model, [0], size=8, channels=1, param="clamped", steps=3, lr=1.0,
+                         optimizer="gradient", transforms=None, show_progress=False)
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    assert torch.equal(result.images, torch.ones_like(result.images))
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        am.maximize(model, [0], size=8, channels=1, steps=1, optimizer="sgd",
+                    show_progress=False)

@@ -1,6 +1,7 @@
 """The rendered smoke book in a real headless Chromium: every page of the table of contents
-loads without console errors, its figures load, glued numbers and citations resolve, and
-search finds the chapters. Screenshots of two pages are saved for reviewers."""
+loads without console errors, its figures load, glued numbers and citations resolve, search
+finds the chapters, no code or table runs off the column at 1280 px, and no visible code cell
+shows glue bookkeeping. Screenshots of every page are saved for reviewers."""
 import functools
 import http.server
 import shutil
@@ -158,16 +159,70 @@ def test_search_finds_a_chapter(browser, site):
     assert any("/notebooks/" in hit for hit in hits), hits
 
 
-def test_screenshots_of_the_intro_and_a_chapter(browser, site):
-    shots = paths.ROOT / "_build" / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    chapter = [p for p in toc_pages() if p.startswith("notebooks/")][-1]
-    for name, page_name in (("intro", toc_pages()[0]), ("chapter", chapter)):
+# At a 1280 x 800 window, what is wider than its box: code blocks (named by their longest
+# line) and output tables; collapsed (hidden) cells have no width and are not counted.
+OVERFLOWING = """() => {
+    const found = [];
+    for (const pre of document.querySelectorAll('article pre')) {
+        if (pre.clientWidth > 0 && pre.scrollWidth > pre.clientWidth + 1) {
+            const longest = pre.innerText.split('\\n')
+                .reduce((a, b) => (b.length > a.length ? b : a), '');
+            found.push('code: ' + longest.trim());
+        }
+    }
+    for (const table of document.querySelectorAll('article table')) {
+        const box = table.parentElement;
+        if (box.clientWidth > 0 && table.getBoundingClientRect().width > box.clientWidth + 1) {
+            const head = table.querySelector('th, td');
+            found.push('table: ' + (head ? head.innerText.trim() : ''));
+        }
+    }
+    return found;
+}"""
+
+VISIBLE_GLUE = """() => Array.from(document.querySelectorAll('article div.cell'))
+    .filter(cell => !cell.classList.contains('tag_hide-input')
+                    && !cell.classList.contains('tag_remove-input'))
+    .map(cell => cell.querySelector('div.cell_input'))
+    .filter(input => input && input.innerText.includes('glue('))
+    .map(input => input.innerText.split('\\n').find(line => line.includes('glue(')))"""
+
+
+def test_no_code_or_table_runs_off_the_column(browser, site):
+    problems = {}
+    for page_name in toc_pages():
+        visit = PageVisit(browser, site)
+        visit.page.set_viewport_size({"width": 1280, "height": 800})
+        page = visit.open(f"{site}/{page_name}.html")
+        found = page.evaluate(OVERFLOWING)
+        if found:
+            problems[page_name] = f"{len(found)}, first: {found[0][:120]}"
+        page.close()
+    assert not problems, f"scrolls sideways at 1280 px: {problems}"
+
+
+def test_no_visible_code_cell_shows_glue_bookkeeping(browser, site):
+    problems = {}
+    for page_name in [p for p in toc_pages() if p.startswith("notebooks/")]:
         visit = PageVisit(browser, site)
         page = visit.open(f"{site}/{page_name}.html")
-        target = shots / f"{name}.png"
+        found = page.evaluate(VISIBLE_GLUE)
+        if found:
+            problems[page_name] = f"{len(found)} cells, first: {found[0].strip()[:100]}"
+        page.close()
+    assert not problems, f"visible glue calls: {problems}"
+
+
+def test_screenshots_of_every_page_at_1280_px(browser, site):
+    shots = paths.ROOT / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    for page_name in toc_pages():
+        visit = PageVisit(browser, site)
+        visit.page.set_viewport_size({"width": 1280, "height": 800})
+        page = visit.open(f"{site}/{page_name}.html")
+        target = shots / f"{page_name.replace('/', '-')}.png"
         page.screenshot(path=str(target), full_page=True)
-        assert target.stat().st_size > 10_000
+        assert target.stat().st_size > 10_000, page_name
         page.close()
 
 

@@ -10,8 +10,15 @@ The ingredients, each a switch here:
 
 - *parameterisation*: the optimiser moves either the pixels themselves or the image's Fourier
   coefficients, scaled by ``1 / f**decay`` so that coarse patterns are cheap and fine ones dear
-  (the "spectral" parameterisation of Olah et al., Distill 2017); either way a sigmoid maps the
-  result into [0, 1];
+  (the "spectral" parameterisation of Olah et al., Distill 2017); a sigmoid maps the result
+  into [0, 1] (``"pixel"``, ``"fourier"``), or the pixels are the parameters and each step
+  ends by clipping them to [0, 1] (``"clamped"``: projected gradient ascent);
+- *optimiser*: Adam (``"adam"``), or plain gradient ascent (``"gradient"``, a step of
+  ``lr`` times the gradient). What an image-specific change means depends on both: under
+  Adam the first steps move every pixel by about ``lr`` whatever the size of its gradient
+  (Adam divides by the gradient's running magnitude), and through the sigmoid a pixel's
+  change is scaled by ``x (1 - x)``, small for near-black and near-white pixels; projected
+  gradient ascent on clamped pixels changes each pixel in proportion to its gradient;
 - *random transformations* at every step (jitter, scale, rotation): a pattern must survive
   them to score, which removes pixel-precise adversarial texture;
 - *penalties*: L2 (Simonyan et al.), total variation (Mahendran & Vedaldi 2015) and blur (the
@@ -38,7 +45,8 @@ from . import checks
 from .blur import gaussian_blur
 from .hooks import hooked
 
-PARAMETERISATIONS = ("pixel", "fourier")
+PARAMETERISATIONS = ("pixel", "fourier", "clamped")
+OPTIMISERS = ("adam", "gradient")
 KINDS = ("logit", "channel", "unit")
 # The start image of maximize_from is kept this far from 0 and 1, where the sigmoid's inverse
 # is infinite.
@@ -186,7 +194,8 @@ def _with_autograd(function):
 @_with_autograd
 def maximize(model, targets, *, size=224, channels=3, param="fourier", decay=1.0,
              transforms=Transforms(), l2=0.0, tv=0.0, blur=0.0, blur_sigma=1.0, steps=256,
-             lr=0.05, init_std=0.01, preprocess=None, seed=0, device=None, show_progress=True):
+             lr=0.05, init_std=0.01, preprocess=None, seed=0, device=None, show_progress=True,
+             optimizer="adam"):
     """Synthesise one image per target that maximises it.
 
     Args:
@@ -195,13 +204,15 @@ def maximize(model, targets, *, size=224, channels=3, param="fourier", decay=1.0
         size: image side, an int, or (height, width).
         channels: channels of the synthesised image: 1 (grayscale) or 3 (RGB), or any count
             the model (after ``preprocess``) accepts.
-        param: ``"pixel"`` or ``"fourier"`` (coefficients scaled by ``1 / f**decay``).
+        param: ``"pixel"``, ``"fourier"`` (coefficients scaled by ``1 / f**decay``) or
+            ``"clamped"`` (pixels clipped to [0, 1] after each step).
         decay: the frequency decay exponent of the Fourier parameterisation.
         transforms: a :class:`Transforms`, or ``None`` for none.
         l2, tv, blur: weights of the penalties on the deviation from mid-grey: its mean square,
             its total variation (mean absolute difference of neighbours) and the mean square of
             its difference from a Gaussian blur (``blur_sigma`` pixels) of itself.
-        steps, lr: Adam steps and learning rate.
+        steps, lr: optimisation steps and learning rate.
+        optimizer: ``"adam"`` or ``"gradient"`` (plain gradient ascent).
         init_std: standard deviation of the random start of the parameters.
         preprocess: maps images in [0, 1] to the model's input (normalisation, replicating a
             grayscale channel); ``None`` feeds the images as they are.
@@ -222,17 +233,18 @@ def maximize(model, targets, *, size=224, channels=3, param="fourier", decay=1.0
     image = _random_image(param, decay, shape, init_std, generator, device)
     reference = torch.full(shape, 0.5, device=device)
     return _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sigma,
-                   steps, lr, preprocess, generator, show_progress)
+                   steps, lr, preprocess, generator, show_progress, optimizer)
 
 
 @_with_autograd
 def maximize_from(model, images, targets, *, param="pixel", decay=1.0, transforms=None,
                   l2=1.0, tv=0.0, blur=0.0, blur_sigma=1.0, steps=64, lr=0.05,
-                  preprocess=None, seed=0, show_progress=True):
+                  preprocess=None, seed=0, show_progress=True, optimizer="adam"):
     """Image-specific activation maximisation: push real images towards their targets.
 
     The ascent starts from ``images`` (clamped to [0.001, 0.999] so that the sigmoid can
-    represent them) and the penalties act on the change, so ``l2`` weighs the mean squared
+    represent them; ``param="clamped"`` starts from the images as they are) and the penalties
+    act on the change, so ``l2`` weighs the mean squared
     distance to the start image, ``tv`` the roughness of the change. ``AMResult.change_map()``
     shows where, and ``AMResult.change`` how, the network would alter each image.
 
@@ -250,10 +262,12 @@ def maximize_from(model, images, targets, *, param="pixel", decay=1.0, transform
         raise ValueError(f"give one target per image ({images.shape[0]}) or a single target; "
                          f"got {len(targets)}")
     generator = torch.Generator().manual_seed(_check_seed(seed))
-    start = images.detach().clamp(EDGE, 1 - EDGE)
-    image = _image_from(param, _check_param(param, decay), start)
+    decay = _check_param(param, decay)
+    start = images.detach().clamp(0, 1) if param == "clamped" else \
+        images.detach().clamp(EDGE, 1 - EDGE)
+    image = _image_from(param, decay, start)
     return _ascend(model, targets, image, start, transforms, l2, tv, blur, blur_sigma,
-                   steps, lr, preprocess, generator, show_progress)
+                   steps, lr, preprocess, generator, show_progress, optimizer)
 
 
 def target_values(model, images, targets, *, preprocess=None):
@@ -267,8 +281,8 @@ def target_values(model, images, targets, *, preprocess=None):
 
 
 def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sigma, steps, lr,
-            preprocess, generator, show_progress):
-    """Adam on the image's parameters; returns the :class:`AMResult`."""
+            preprocess, generator, show_progress, optimizer="adam"):
+    """Adam or gradient ascent on the image's parameters; returns the :class:`AMResult`."""
     _check_model(model, image.param.device)
     checks.positive_int("steps", steps)
     weights = {name: checks.finite_number(name, value)
@@ -277,10 +291,13 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
         raise TypeError(f"transforms must be a lib.kernels.am.Transforms or None; got "
                         f"{type(transforms).__name__}")
     with torch.no_grad():
-        start = image()
+        start = image().detach().clone()
         start_values = _evaluate(model, start, targets, preprocess, validate=True)
     checks.finite(start_values, "the target value of the starting image", "target")
-    optimiser = torch.optim.Adam([image.param], lr=checks.finite_number("lr", lr, positive=True))
+    lr = checks.finite_number("lr", lr, positive=True)
+    checks.choice("optimizer", optimizer, OPTIMISERS)
+    optimiser = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([image.param],
+                                                                              lr=lr)
     history = []
     iterations = range(steps)
     if show_progress:
@@ -293,9 +310,10 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
         # torch.autograd.grad, not backward(): the model's own .grad fields stay untouched.
         (image.param.grad,) = torch.autograd.grad(-(values - penalty).sum(), [image.param])
         optimiser.step()
+        image.project()
         history.append(values.detach())
     with torch.no_grad():
-        final = image()
+        final = image().detach().clone()
         final_values = _evaluate(model, final, targets, preprocess)
     checks.finite(torch.cat([final.flatten(1), final_values[:, None]], dim=1),
                   f"activation maximisation diverged (lr = {lr:g}): the image or its value",
@@ -383,6 +401,23 @@ class _PixelImage:
     def __call__(self):
         return torch.sigmoid(self.param)
 
+    def project(self):
+        pass
+
+
+class _ClampedImage:
+    """The image is ``param`` itself, clipped to [0, 1] after every step (projection)."""
+
+    def __init__(self, pixels):
+        self.param = pixels.detach().clone().requires_grad_(True)
+
+    def __call__(self):
+        return self.param
+
+    @torch.no_grad()
+    def project(self):
+        self.param.clamp_(0, 1)
+
 
 class _FourierImage:
     """The image is ``sigmoid(irfft2(param * scale))`` with ``scale = 1 / max(f, 1/n)**decay``.
@@ -401,17 +436,25 @@ class _FourierImage:
         spectrum = torch.view_as_complex(self.param) * self.scale
         return torch.sigmoid(torch.fft.irfft2(spectrum, s=self.size, norm="ortho"))
 
+    def project(self):
+        pass
+
 
 def _random_image(param, decay, shape, std, generator, device):
     """A parameterised image whose parameters start as N(0, std^2) noise."""
     if param == "pixel":
         return _PixelImage((torch.randn(shape, generator=generator) * std).to(device))
+    if param == "clamped":
+        start = 0.5 + torch.randn(shape, generator=generator) * std
+        return _ClampedImage(start.clamp(0, 1).to(device))
     noise = torch.randn((*shape[:-1], shape[-1] // 2 + 1, 2), generator=generator) * std
     return _FourierImage(torch.view_as_complex(noise).to(device), shape[-2:], decay)
 
 
 def _image_from(param, decay, images):
-    """A parameterised image equal to ``images`` (values strictly inside (0, 1))."""
+    """A parameterised image equal to ``images`` (strictly inside (0, 1) for the sigmoid)."""
+    if param == "clamped":
+        return _ClampedImage(images)
     logits = torch.logit(images)
     if param == "pixel":
         return _PixelImage(logits)
