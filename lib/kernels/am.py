@@ -299,9 +299,8 @@ def _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sig
     optimiser = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)([image.param],
                                                                               lr=lr)
     history = []
-    iterations = range(steps)
-    if show_progress:
-        iterations = progress(iterations, desc="activation maximisation", leave=False)
+    iterations = progress(range(steps), desc="activation maximisation", leave=False,
+                          show=show_progress)
     for _ in iterations:
         current = image()
         seen = current if transforms is None else transforms(current, generator)

@@ -65,8 +65,8 @@ def grad_cam(model, x, target=None, *, layer, upsample=True, normalize=False, re
     get_layer(model, layer)
     checks.positive_int("batch_size", batch_size)
     starts = range(0, x.shape[0], batch_size)
-    if show_progress and len(starts) > 1:
-        starts = progress(starts, desc="grad_cam", unit="batch", leave=False)
+    starts = progress(starts, desc="grad_cam", unit="batch", leave=False,
+                      show=show_progress and len(starts) > 1)
     with torch.inference_mode(False):  # works even when called under inference_mode
         target = checks.class_targets(target, x.shape[0], x.device, allow_none=True)
         cams = torch.cat([_cam_batch(model, x, target, slice(s, s + batch_size), layer, relu)

@@ -82,7 +82,7 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
                       f"the model's {output} of the unperturbed images")
         rows, start = [], 0
         bar = progress(total=layout.count, desc="fd_sensitivity", unit="perturbation",
-                       leave=False) if show_progress and chunk_size < layout.count else None
+                       leave=False, show=show_progress and chunk_size < layout.count)
         while start < layout.count:
             indices = torch.arange(start, min(start + chunk_size, layout.count), device=x.device)
             try:
@@ -95,10 +95,8 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
                 _release_cached_memory(x.device)
                 continue
             start += len(indices)
-            if bar is not None:
-                bar.update(len(indices))
-        if bar is not None:
-            bar.close()
+            bar.update(len(indices))
+        bar.close()
         per_cell = torch.cat(rows).T  # B x perturbations
     return layout.to_map(per_cell)
 

@@ -288,8 +288,8 @@ def _score_in_chunks(model, build, total, output, preprocess, chunk_size, show_p
                      device):
     """Scores of ``total`` perturbed images made by ``build(flat indices)``, chunk by chunk."""
     starts = range(0, total, chunk_size)
-    if show_progress and len(starts) > 1:
-        starts = progress(starts, desc=desc, unit="chunk", leave=False)
+    starts = progress(starts, desc=desc, unit="chunk", leave=False,
+                      show=show_progress and len(starts) > 1)
     scores = []
     with torch.inference_mode():
         for start in starts:

@@ -159,8 +159,8 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
     modules = dict(working.named_modules())
     steps = [(ORIGINAL_LAYER, 0)] + [(name, depth) for depth, name
                                      in enumerate(reversed(list(groups)), start=1)]
-    if show_progress:
-        steps = progress(steps, desc=f"{mode} randomisation", unit="step", leave=False)
+    steps = progress(steps, desc=f"{mode} randomisation", unit="step", leave=False,
+                     show=show_progress)
     frames, kept = [], {}
     for step, (name, depth) in enumerate(steps):
         members = groups.get(name, []) if step else []

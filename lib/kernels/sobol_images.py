@@ -245,8 +245,8 @@ def evaluate_masks(model, images, fill, masks, classes, *, output="logit",
     image_step = min(batch, chunk_size)
     row_step = max(1, chunk_size // image_step)
     scores = torch.empty((count, batch), dtype=torch.float32, device=images.device)
-    bar = progress(total=count * batch, desc="sobol maps", unit="image", leave=False) \
-        if show_progress and count * batch > chunk_size else None
+    bar = progress(total=count * batch, desc="sobol maps", unit="image", leave=False,
+                   show=show_progress and count * batch > chunk_size)
     for first_row in range(0, count, row_step):
         rows = slice(first_row, min(first_row + row_step, count))
         upsampled = upsample_masks(masks[rows], images.shape[-2:])
@@ -254,10 +254,8 @@ def evaluate_masks(model, images, fill, masks, classes, *, output="logit",
             cols = slice(first_image, min(first_image + image_step, batch))
             scores[rows, cols] = _block_scores(model, images[cols], fill[cols], upsampled,
                                                classes[cols], output)
-            if bar is not None:
-                bar.update(upsampled.shape[0] * (cols.stop - cols.start))
-    if bar is not None:
-        bar.close()
+            bar.update(upsampled.shape[0] * (cols.stop - cols.start))
+    bar.close()
     return scores
 
 

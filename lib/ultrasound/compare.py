@@ -186,8 +186,8 @@ def _random_maps(images, seed):
 
 def _in_chunks(compute, count, batch_size, show_progress, desc):
     starts = range(0, count, batch_size)
-    if show_progress and len(starts) > 1:
-        starts = progress(starts, desc=desc, unit="batch", leave=False)
+    starts = progress(starts, desc=desc, unit="batch", leave=False,
+                      show=show_progress and len(starts) > 1)
     return torch.cat([compute(slice(s, s + batch_size)) for s in starts])
 
 
