@@ -217,6 +217,20 @@ def sobol_maps(model, images, target=None, *, grid: int, N: int, baseline="blur"
     Returns:
         :class:`SobolMaps`, tensors on the images' device.
     """
+    outputs, classes = design_outputs(model, images, target, grid=grid, N=N,
+                                      baseline=baseline, blur_sigma=blur_sigma,
+                                      output=output, seed=seed, chunk_size=chunk_size,
+                                      show_progress=show_progress)
+    indices = maps_from_outputs(outputs, grid, num_resamples=num_resamples,
+                                conf_level=conf_level, seed=seed)
+    return SobolMaps(**indices, target=classes, grid=grid, N=N, conf_level=conf_level)
+
+
+def design_outputs(model, images, target=None, *, grid: int, N: int, baseline="blur",
+                   blur_sigma: float = DEFAULT_BLUR_SIGMA, output: str = "logit", seed=None,
+                   chunk_size: int = DEFAULT_CHUNK_SIZE, show_progress: bool = True):
+    """The scores ``(N (g^2 + 2), B)`` of every image under every mask of the design of ``N``
+    base samples, and the class analysed per image (arguments as :func:`sobol_maps`)."""
     checks.model_and_images(model, images, module_only=False)
     grid = check_grid(grid, *images.shape[-2:])
     N = check_base_samples(N)
@@ -224,12 +238,10 @@ def sobol_maps(model, images, target=None, *, grid: int, N: int, baseline="blur"
     chunk_size = checks.positive_int("chunk_size", chunk_size)
     fill = baseline_images(images, baseline, blur_sigma)
     masks = mask_design(grid, N, seed=seed, device=images.device)
-    classes = _classes(model, images, target, chunk_size)
+    classes = classes_to_explain(model, images, target, chunk_size)
     outputs = evaluate_masks(model, images, fill, masks, classes, output=output,
                              chunk_size=chunk_size, show_progress=show_progress)
-    indices = maps_from_outputs(outputs, grid, num_resamples=num_resamples,
-                                conf_level=conf_level, seed=seed)
-    return SobolMaps(**indices, target=classes, grid=grid, N=N, conf_level=conf_level)
+    return outputs, classes
 
 
 @torch.no_grad()
@@ -290,7 +302,7 @@ def _forward_block(model, images, fill, upsampled, classes, output) -> torch.Ten
 # ----------------------------------------------------------------------------- the checks
 
 @torch.no_grad()
-def _classes(model, images, target, chunk_size):
+def classes_to_explain(model, images, target, chunk_size):
     """One class per image: the given ones (checked against the model's classes), or the
     predictions on the intact images."""
     logits = torch.cat([model(images[s:s + chunk_size])
