@@ -32,7 +32,8 @@ def setup(profile: str, seed: int) -> torch.device:
     """
     hardware.seed_everything(seed)
     dev = hardware.device()
-    print(f"profile {profile} | device {hardware.describe(dev)} | seed {seed} | "
+    # two short lines, so that the page shows them whole
+    print(f"profile {profile} | seed {seed} | device {hardware.describe(dev)}\n"
           f"commit {git_commit()} | torch {torch.__version__} | lib {VERSION} | "
           f"python {platform.python_version()}")
     return dev
