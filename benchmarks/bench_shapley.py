@@ -28,16 +28,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import data, hardware, tabular, timing  # noqa: E402
+from lib import data, hardware, timing  # noqa: E402
+from lib.diabetes import cv, ensemble, table  # noqa: E402
 from lib.kernels import shapley  # noqa: E402
 
 
 def fold_rows(device):
     """Per-fold imputed rows (25, 768, 8), training masks (25, 768) and random outputs."""
-    X, y = tabular.table_tensors(data.load_pima(), device=device)
-    splits = tabular.cv_splits(y.cpu().numpy(), n_repeats=5, n_folds=5, seed=0)
+    X, y = table.table_tensors(data.load_pima(), device=device)
+    splits = cv.cv_splits(y, n_repeats=5, n_folds=5, seed=0)
     train = splits.train.to(device)
-    prep = tabular.fit_preprocessing(X, train)
+    prep = ensemble.fit_preprocessing(X, train)
     median = prep.median.to(device)
     rows = torch.where(torch.isnan(X)[None], median[:, None, :], X[None])
     standard = (rows - prep.mean.to(device)[:, None]) / prep.scale.to(device)[:, None]

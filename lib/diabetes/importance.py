@@ -1,11 +1,12 @@
 """Which inputs the networks use: permutation importance, |gradient x input|, and the input
-models and summaries of the Sobol analysis over all fold networks."""
+models, indices and rankings of the Sobol analysis over all fold networks."""
 import math
 
+import numpy as np
 import pandas as pd
 import torch
 
-from ..kernels import checks
+from ..kernels import checks, sobol
 from .ensemble import MLPEnsemble
 from .stats import METRICS, binary_metrics
 from .table import FEATURES
@@ -95,3 +96,39 @@ def indices_over_models(result, spread: float = 0.95) -> pd.DataFrame:
         columns[(key, "high")] = values.quantile(1 - tail, dim=1).numpy()
         columns[(key, "conf")] = conf.mean(1).numpy()
     return pd.DataFrame(columns, index=pd.Index(result.names, name="feature"))
+
+
+def total_indices(model, problem, N: int, *, num_resamples: int = 100,
+                  conf_level: float = 0.95, seed: int = 0):
+    """First-order and total Sobol indices (no second order) of every network of ``model``.
+
+    A Saltelli design of ``N`` base samples of ``problem`` (seeded by ``seed``) through all
+    networks at once; bootstrap intervals from ``num_resamples`` resamples with the same
+    seed. Returns the ``SobolResult``, indices (D, networks).
+    """
+    design = sobol.sample(problem, N, calc_second_order=False, seed=seed)
+    return sobol.analyze(problem, sobol.evaluate(model, design), calc_second_order=False,
+                         num_resamples=num_resamples, conf_level=conf_level, seed=seed)
+
+
+def ranked_inputs(summary: pd.DataFrame, key: str = "ST") -> list:
+    """The inputs of ``indices_over_models``'s table, largest mean ``key`` index first."""
+    return list(summary[(key, "mean")].sort_values(ascending=False).index)
+
+
+def share_same_top(values, names, ranking, k: int = 3) -> float:
+    """Share of the models whose own top ``k`` inputs are the first ``k`` of ``ranking``.
+
+    ``values`` (D, M): one index per input (rows in the order of ``names``) and model; a
+    model agrees when its ``k`` largest values, in decreasing order, are those inputs in
+    that order.
+    """
+    values = np.asarray(values, dtype=float)
+    names = list(names)
+    checks.integer("k", k, 1)
+    if values.ndim != 2 or values.shape[0] != len(names) or k > len(names):
+        raise ValueError(f"values must be (inputs, models) with {len(names)} inputs and "
+                         f"k <= {len(names)}; got shape {values.shape}, k = {k}")
+    own = np.argsort(-values, axis=0)[:k].T  # (M, k)
+    expected = [names.index(name) for name in list(ranking)[:k]]
+    return float((own == expected).all(axis=1).mean())
