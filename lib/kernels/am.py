@@ -41,11 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import progress
-from . import checks
+from . import am_images, checks
 from .blur import gaussian_blur
 from .hooks import hooked
 
-PARAMETERISATIONS = ("pixel", "fourier", "clamped")
 OPTIMISERS = ("adam", "gradient")
 KINDS = ("logit", "channel", "unit")
 # The start image of maximize_from is kept this far from 0 and 1, where the sigmoid's inverse
@@ -228,9 +227,9 @@ def maximize(model, targets, *, size=224, channels=3, param="fourier", decay=1.0
     device = _model_device(model, device)
     generator = torch.Generator().manual_seed(_check_seed(seed))
     shape = (len(targets), channels, height, width)
-    decay = _check_param(param, decay)
+    decay = am_images.check_param(param, decay)
     init_std = checks.finite_number("init_std", init_std)
-    image = _random_image(param, decay, shape, init_std, generator, device)
+    image = am_images.random_image(param, decay, shape, init_std, generator, device)
     reference = torch.full(shape, 0.5, device=device)
     return _ascend(model, targets, image, reference, transforms, l2, tv, blur, blur_sigma,
                    steps, lr, preprocess, generator, show_progress, optimizer)
@@ -262,10 +261,10 @@ def maximize_from(model, images, targets, *, param="pixel", decay=1.0, transform
         raise ValueError(f"give one target per image ({images.shape[0]}) or a single target; "
                          f"got {len(targets)}")
     generator = torch.Generator().manual_seed(_check_seed(seed))
-    decay = _check_param(param, decay)
+    decay = am_images.check_param(param, decay)
     start = images.detach().clamp(0, 1) if param == "clamped" else \
         images.detach().clamp(EDGE, 1 - EDGE)
-    image = _image_from(param, decay, start)
+    image = am_images.image_from(param, decay, start)
     return _ascend(model, targets, image, start, transforms, l2, tv, blur, blur_sigma,
                    steps, lr, preprocess, generator, show_progress, optimizer)
 
@@ -389,94 +388,6 @@ def _check_outputs(outputs, targets, layers):
             if out.ndim != 4 or not (t.position[0] < out.shape[2] and t.position[1] < out.shape[3]):
                 raise ValueError(f"target {t}: position out of range for {where} of shape "
                                  f"{tuple(out.shape[1:])}")
-
-
-class _PixelImage:
-    """The image is ``sigmoid(param)``, one parameter per pixel and channel."""
-
-    def __init__(self, logits):
-        self.param = logits.detach().clone().requires_grad_(True)
-
-    def __call__(self):
-        return torch.sigmoid(self.param)
-
-    def project(self):
-        pass
-
-
-class _ClampedImage:
-    """The image is ``param`` itself, clipped to [0, 1] after every step (projection)."""
-
-    def __init__(self, pixels):
-        self.param = pixels.detach().clone().requires_grad_(True)
-
-    def __call__(self):
-        return self.param
-
-    @torch.no_grad()
-    def project(self):
-        self.param.clamp_(0, 1)
-
-
-class _FourierImage:
-    """The image is ``sigmoid(irfft2(param * scale))`` with ``scale = 1 / max(f, 1/n)**decay``.
-
-    ``f`` is the frequency in cycles per pixel and ``n`` the longer side; with the orthonormal
-    transform the constant component moves the image about as much as a pixel parameter does.
-    ``param`` holds the real and imaginary parts of the (unscaled) coefficients.
-    """
-
-    def __init__(self, coefficients, size, decay):
-        self.size = tuple(size)
-        self.scale = _spectrum_scale(self.size, decay, coefficients.device)
-        self.param = torch.view_as_real(coefficients).detach().clone().requires_grad_(True)
-
-    def __call__(self):
-        spectrum = torch.view_as_complex(self.param) * self.scale
-        return torch.sigmoid(torch.fft.irfft2(spectrum, s=self.size, norm="ortho"))
-
-    def project(self):
-        pass
-
-
-def _random_image(param, decay, shape, std, generator, device):
-    """A parameterised image whose parameters start as N(0, std^2) noise."""
-    if param == "pixel":
-        return _PixelImage((torch.randn(shape, generator=generator) * std).to(device))
-    if param == "clamped":
-        start = 0.5 + torch.randn(shape, generator=generator) * std
-        return _ClampedImage(start.clamp(0, 1).to(device))
-    noise = torch.randn((*shape[:-1], shape[-1] // 2 + 1, 2), generator=generator) * std
-    return _FourierImage(torch.view_as_complex(noise).to(device), shape[-2:], decay)
-
-
-def _image_from(param, decay, images):
-    """A parameterised image equal to ``images`` (strictly inside (0, 1) for the sigmoid)."""
-    if param == "clamped":
-        return _ClampedImage(images)
-    logits = torch.logit(images)
-    if param == "pixel":
-        return _PixelImage(logits)
-    size = images.shape[-2:]
-    spectrum = torch.fft.rfft2(logits, norm="ortho")
-    return _FourierImage(spectrum / _spectrum_scale(size, decay, images.device), size, decay)
-
-
-def _check_param(param, decay):
-    if param not in PARAMETERISATIONS:
-        raise ValueError(f"param must be one of {', '.join(map(repr, PARAMETERISATIONS))}; "
-                         f"got {param!r}")
-    if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not decay >= 0:
-        raise ValueError(f"decay must be a non-negative number; got {decay!r}")
-    return float(decay)
-
-
-def _spectrum_scale(size, decay, device):
-    height, width = size
-    fy = torch.fft.fftfreq(height, device=device)[:, None]
-    fx = torch.fft.rfftfreq(width, device=device)[None, :]
-    frequency = torch.sqrt(fy ** 2 + fx ** 2).clamp_min(1.0 / max(height, width))
-    return frequency.pow(-decay)
 
 
 def _check_targets(targets):
