@@ -42,8 +42,8 @@ def test_transformed_values_are_the_mean_over_seeded_draws(result):
         am_measures.transformed_values(model, result, transforms, draws=0)
 
 
-def test_summary_averages_over_the_targets(result):
-    row = am_measures.summary(tiny_cnn(0), result, IDENTITY)
+def test_mean_scores_average_over_the_targets(result):
+    row = am_measures.mean_scores(tiny_cnn(0), result, IDENTITY)
     assert list(row) == ["logit", "logit, transformed", "total variation"]
     assert row["logit"] == result.final_values.mean().item()
     assert row["logit, transformed"] == pytest.approx(row["logit"])

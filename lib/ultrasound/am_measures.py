@@ -21,7 +21,7 @@ def transformed_values(model, result, transforms, *, draws: int = 8, seed: int =
     return torch.stack(values).mean(dim=0)
 
 
-def summary(model, result, transforms, *, draws: int = 8, seed: int = 0) -> dict:
+def mean_scores(model, result, transforms, *, draws: int = 8, seed: int = 0) -> dict:
     """Means over the targets of ``result``: the value on the final image (``"logit"``), over
     random transformations of it (``"logit, transformed"``, :func:`transformed_values`) and
     the image's total variation."""
