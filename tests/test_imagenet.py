@@ -46,6 +46,13 @@ def test_categories_are_the_imagenet_classes():
     assert len(names) == 1000 and names[285] == "Egyptian cat" and names[967] == "espresso"
 
 
+def test_class_indices_are_positions_in_the_categories_and_unknown_names_are_listed():
+    assert imagenet.class_indices(["espresso", "Egyptian cat"]) == [967, 285]
+    assert imagenet.class_indices([]) == []
+    with pytest.raises(ValueError, match=r"unknown ImageNet classes \['cat', 'dog'\]"):
+        imagenet.class_indices(["espresso", "cat", "dog"])
+
+
 def test_efficientnet_recognises_the_cat_and_the_coffee(lite0):
     images = imagenet.load_images(["chelsea", "coffee"], size=128, device="cpu")
     table = imagenet.top_predictions(lite0, images, k=1, names=["chelsea", "coffee"])

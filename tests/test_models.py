@@ -76,6 +76,21 @@ def test_target_layer_resolution(networks, arch, side):
     assert seen[0][-2:] == (side, side)
 
 
+@pytest.mark.parametrize("arch, shape", [("vgg16", (512, 4, 4)), ("resnet18", (512, 2, 2))])
+def test_target_layer_shape_is_channels_and_resolution_of_one_image(networks, arch, shape):
+    assert models.target_layer_shape(networks[arch], 64) == shape
+    assert not models.target_layer(networks[arch])._forward_hooks  # the probe is removed
+
+
+def test_init_knob_maps_to_the_weights_and_refuses_anything_else():
+    assert models.weights_for("scratch") is None
+    assert models.weights_for("imagenet") == "imagenet"
+    assert all(models.weights_for(init) in models.WEIGHTS for init in models.INITS)
+    for bad in ("ImageNet", None, "", ["scratch"]):
+        with pytest.raises(ValueError, match=r"init must be one of 'scratch', 'imagenet'; got"):
+            models.weights_for(bad)
+
+
 def test_vgg_head_is_compact_and_takes_any_size(networks):
     vgg = networks["vgg16"]
     head = models.count_parameters(vgg.net.classifier)

@@ -87,3 +87,64 @@ def test_plot_curves_draws_one_line_per_method_in_a_row_per_group():
     assert fig.axes[3].get_title() == "net2: insertion, baseline blur"
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["X", "y"]
     plt.close(fig)
+
+
+def test_show_predictions_gives_each_network_a_correct_and_a_wrong_row():
+    images = {"a": torch.rand(4, 1, 8, 8), "b": torch.rand(4, 1, 6, 6)}
+    probs = {"a": torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]),
+             "b": torch.tensor([[0.1, 0.9], [0.4, 0.6], [0.7, 0.3], [0.5, 0.5]])}
+    labels = torch.tensor([0, 1, 1, 0])
+    picked = {"a": {"correct": [0, 1], "wrong": [2]}, "b": {"correct": [1], "wrong": []}}
+    fig = plots.show_predictions(images, labels, probs, picked, classes=("no", "yes"), count=2)
+    assert len(fig.axes) == 4 * 2 and not any(ax.axison for ax in fig.axes)
+    assert [len(ax.images) for ax in fig.axes] == [1, 1, 1, 0, 1, 0, 0, 0]
+    assert fig.axes[2].get_title() == "a, wrong\ntrue yes\npred no 0.60"
+    assert fig.axes[4].get_title() == "b, correct\ntrue yes\npred yes 0.60"
+    plt.close(fig)
+
+
+def test_show_confusion_shades_by_row_share_and_writes_count_and_share():
+    matrix = torch.tensor([[3, 1], [0, 4]])
+    fig = plots.show_confusion({"net": matrix, "other": matrix.flip(0)}, ["x", "y"])
+    assert [ax.get_title() for ax in fig.axes] == ["net", "other"]
+    shares = fig.axes[0].images[0].get_array()
+    assert shares.tolist() == [[0.75, 0.25], [0.0, 1.0]]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["3\n75%", "1\n25%", "0\n0%", "4\n100%"]
+    assert fig.axes[0].texts[3].get_color() == "white"
+    plt.close(fig)
+
+
+def test_plot_step_sweep_draws_both_schemes_and_the_one_over_delta_line():
+    import pandas as pd
+
+    rows = [{"network": net, "delta": d, "scheme": scheme,
+             "relative distance to the gradient": d + offset, "largest |s|": 2.0 / d}
+            for net, offset in (("n1", 0.0), ("n2", 0.5)) for d in (0.1, 1.0)
+            for scheme in ("forward", "central")]
+    fig = plots.plot_step_sweep(pd.DataFrame(rows), {"n1": "red", "n2": "blue"})
+    left, right = fig.axes
+    assert len(left.lines) == 4 and len(right.lines) == 4  # data and 1/δ line per network
+    dotted = right.lines[1]
+    assert dotted.get_linestyle() == ":"
+    assert list(dotted.get_ydata()) == pytest.approx([20.0, 2.0])  # 2 at δ = 1, times 1/δ
+    assert [t.get_text() for t in left.get_legend().get_texts()] == [
+        "n1, central", "n1, forward", "n2, central", "n2, forward"]
+    plt.close(fig)
+
+
+def test_show_sobol_maps_shows_S1_ST_their_gap_and_the_interval():
+    from lib.kernels.sobol_images import SobolMaps
+
+    first = torch.tensor([[[0.1, 0.2], [0.0, 0.3]]]).repeat(3, 1, 1).double()
+    result = SobolMaps(S1=first, ST=first + 0.1, S1_conf=first, ST_conf=first / 2,
+                       target=torch.zeros(3, dtype=torch.long), grid=2, N=4, conf_level=0.95)
+    fig = plots.show_sobol_maps(torch.rand(3, 1, 4, 4), result, count=2,
+                                masks=torch.ones(3, 1, 4, 4), row_labels=["a", "b"])
+    assert len(fig.axes) == 2 * 5
+    assert [ax.get_title() for ax in fig.axes[:5]] == ["image", "S1", "ST", "ST − S1",
+                                                       "ST interval ±"]
+    gap = fig.axes[3].images[0].get_array()
+    assert gap.shape == (4, 4) and gap.min() == pytest.approx(0.1) and gap.max() == \
+        pytest.approx(0.1)
+    assert fig.axes[1].images[0].get_clim() == pytest.approx((-0.4, 0.4))  # one scale per row
+    plt.close(fig)

@@ -48,6 +48,17 @@ def categories() -> list:
     return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+def class_indices(names) -> list:
+    """The output indices of the ImageNet classes ``names`` (e.g. ``["goldfish"]`` -> [1]);
+    a ValueError lists the names that are not classes."""
+    known = categories()
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown ImageNet classes {unknown}; see "
+                         f"lib.ultrasound.imagenet.categories()")
+    return [known.index(name) for name in names]
+
+
 def load_model(name="efficientnet_lite0", device=None, *, download=True):
     """An ImageNet classifier in eval mode on ``device`` (default ``lib.device()``).
 

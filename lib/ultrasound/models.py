@@ -19,6 +19,8 @@ from torch import nn
 
 ARCHS = ("vgg16", "resnet18")
 WEIGHTS = (None, "imagenet")
+# A chapter's ``init`` knob -> the ``weights`` of build and load_trained.
+INITS = {"scratch": None, "imagenet": "imagenet"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -72,6 +74,14 @@ def check_arch(arch: str) -> str:
         raise ValueError(f"unknown architecture {arch!r}; valid architectures: "
                          f"{', '.join(ARCHS)}")
     return arch
+
+
+def weights_for(init: str):
+    """The ``weights`` argument for a chapter's ``init`` knob: ``None`` for ``"scratch"``
+    (train from a random start), ``"imagenet"`` for ``"imagenet"``."""
+    if not isinstance(init, str) or init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
+    return INITS[init]
 
 
 def check_weights(weights):
@@ -137,6 +147,19 @@ def imagenet_network(arch: str) -> nn.Module:
 def target_layer(model: UltrasoundCNN) -> nn.Module:
     """The last convolutional block of ``model`` (see ``TARGET_LAYERS``)."""
     return model.get_submodule(TARGET_LAYERS[model.arch])
+
+
+@torch.no_grad()
+def target_layer_shape(model: UltrasoundCNN, size: int) -> tuple:
+    """``(C, H, W)`` of the target layer's output for one ``size`` x ``size`` gray image."""
+    seen = []
+    hook = target_layer(model).register_forward_hook(
+        lambda module, args, output: seen.append(tuple(output.shape[1:])))
+    try:
+        model.eval()(torch.zeros(1, 1, size, size, device=next(model.parameters()).device))
+    finally:
+        hook.remove()
+    return seen[0]
 
 
 def count_parameters(model: nn.Module) -> int:

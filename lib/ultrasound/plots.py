@@ -187,3 +187,114 @@ def plot_curves(curves, *, titles=None, panel_size=(3.6, 2.6)):
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def show_predictions(images, labels, probs, picked, *, classes, count):
+    """The picked test images of several networks: per network a row of correct and a row of
+    wrong predictions, each titled with the true class, the predicted one and its probability.
+
+    Args:
+        images: ``{network: N x 1 x H x W}`` gray images in [0, 1], the same images in the
+            same order for every network (sizes may differ).
+        labels: ``N`` true classes; ``probs``: ``{network: N x K}`` class probabilities.
+        picked: ``{network: {"correct": [indices], "wrong": [indices]}}``, e.g. from
+            ``lib.ultrasound.compare.pick_examples``; at most ``count`` of each.
+        classes: the class names, in the order of ``probs``' columns.
+
+    Returns the figure.
+    """
+    fig, axes = plt.subplots(2 * len(images), count,
+                             figsize=(1.9 * count, 4.2 * len(images)), squeeze=False)
+    for block, name in enumerate(images):
+        confidence, predicted = probs[name].max(dim=1)
+        for offset, outcome in enumerate(("correct", "wrong")):
+            row = axes[2 * block + offset]
+            for ax in row:
+                ax.axis("off")
+            for ax, index in zip(row, picked[name][outcome]):
+                ax.imshow(images[name][index, 0], cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{name}, {outcome}\n"
+                             f"true {classes[labels[index]]}\n"
+                             f"pred {classes[predicted[index]]} {confidence[index]:.2f}",
+                             fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def show_confusion(matrices, classes):
+    """Confusion matrices side by side (rows true classes, columns predicted ones), shaded by
+    the share of each row; each cell shows the count and that share.
+
+    Args:
+        matrices: ``{title: K x K}`` integer tensors of counts.
+        classes: the ``K`` class names.
+
+    Returns the figure.
+    """
+    fig, axes = plt.subplots(1, len(matrices), figsize=(9, 3.6), squeeze=False)
+    for ax, (title, matrix) in zip(axes[0], matrices.items()):
+        shares = matrix / matrix.sum(dim=1, keepdim=True)
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (row, col), count in np.ndenumerate(matrix.numpy()):
+            ax.text(col, row, f"{count}\n{shares[row, col]:.0%}", ha="center", va="center",
+                    color="white" if shares[row, col] > 0.6 else "black", fontsize=9)
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_sweep(sweep, colours):
+    """How finite-difference maps depend on the step (``lib.ultrasound.local_maps``).
+
+    Args:
+        sweep: a DataFrame with the rows of ``local_maps.step_sweep`` and a ``network``
+            column: ``delta``, ``scheme`` (forward or central), ``relative distance to the
+            gradient`` and ``largest |s|``.
+        colours: ``{network: colour}``.
+
+    Left, the distance to the gradient against the step, solid for one-sided and dashed for
+    central differences; right, the largest one-sided sensitivity with the 1/δ decline
+    (dotted) of a score that stops changing. Returns the figure.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+    for (network, scheme), rows in sweep.groupby(["network", "scheme"]):
+        style = "-" if scheme == "forward" else "--"
+        axes[0].loglog(rows["delta"], rows["relative distance to the gradient"], style,
+                       marker="o", color=colours[network], label=f"{network}, {scheme}")
+        if scheme == "forward":
+            axes[1].loglog(rows["delta"], rows["largest |s|"], marker="o",
+                           color=colours[network], label=network)
+            tail, steps = rows.iloc[-1], rows["delta"].to_numpy()
+            axes[1].loglog(steps, tail["largest |s|"] * tail["delta"] / steps, ":",
+                           color="gray")
+    for ax, label in zip(axes, ("relative distance to the gradient", "largest |s|")):
+        ax.set_xlabel("δ")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def show_sobol_maps(images, result, *, masks=None, row_labels=None, count=None):
+    """Sobol maps of image regions beside their images, one colour scale per row.
+
+    Args:
+        images: ``N x C x H x W`` in [0, 1]; ``masks``: optional lesion masks.
+        result: a ``lib.kernels.sobol_images.SobolMaps`` of the images.
+        row_labels: optional label per shown row; ``count``: the first images shown (all by
+            default).
+
+    Columns: the first-order index S1, the total index ST, their difference (the share of
+    variance from interactions) and the half-width of ST's interval. Returns the figure.
+    """
+    shown = slice(count)
+    size = images.shape[-2:]
+    first, total = result.to_image("S1", size), result.to_image("ST", size)
+    panels = {"S1": first[shown], "ST": total[shown], "ST − S1": (total - first)[shown],
+              "ST interval ±": result.to_image("ST_conf", size)[shown]}
+    return show_maps(images[shown], panels, row_labels=row_labels, share="row",
+                     masks=None if masks is None else masks[shown])
