@@ -91,6 +91,12 @@ def test_knob_rules_are_read_from_the_comments_and_enforced():
         declared["N"].check(2, "ch")
     with pytest.raises(knobs.KnobError, match="n = 'x' is not allowed"):
         declared["n"].check("x")  # a rule that raises refuses the value
+    long = knobs.parse("# a section header\n# [len(names) > 0\n#  and all(isinstance(n, str) for n in names)]\n"
+                       "names = [\n    'a',\n]  # the names\n")["names"]
+    assert long.rule == "len(names) > 0 and all(isinstance(n, str) for n in names)"
+    assert long.description == "the names" and long.check(["b"]) == ["b"]
+    with pytest.raises(knobs.KnobError, match="names = \\[1\\] is not allowed"):
+        long.check([1])
     with pytest.raises(knobs.KnobError, match="sets N twice"):
         knobs.parse("N = 1  # [N > 0]\nN = 2\n")
     with pytest.raises(knobs.KnobError, match="not a Python expression"):

@@ -2,11 +2,12 @@
 answer, a lost file, a hang or a stale result."""
 import shutil
 import threading
+import time
 
 import pytest
 import torch
 
-from lib.book import cache, chapters, knobs, paths, runner
+from lib.book import cache, chapters, knobs, paths, profiles, runner
 from lib.kernels import am, cam, local, metrics, sobol, sobol_images
 
 
@@ -133,6 +134,46 @@ def test_the_profile_cannot_be_contradicted_by_a_parameter():
         chapters.resolve(chapter, "smoke", {"profile": "full"})
     with pytest.raises(knobs.KnobError, match="use --profile"):
         knobs.parse_assignments(["profile=full"])
+
+
+def bad_candidates(default):
+    """Values a careless user might give, of the default's type and of others."""
+    numbers = [-1, 0, -10 ** 9, 10 ** 9, 10 ** 12]
+    if isinstance(default, bool):
+        return ["yes", 2]
+    if isinstance(default, (int, float)):
+        return numbers + [float(n) for n in numbers] + [float("nan"), "many"]
+    if isinstance(default, str):
+        return ["", "nonsense-value", 3]
+    if isinstance(default, list):
+        return [[], [-1], [10 ** 9], "many", [float("nan")]]
+    return numbers + ["nonsense-value", [-1]]  # None default
+
+
+def every_knob():
+    return [(chapter, knob) for chapter in chapters.all_chapters()
+            for name, knob in chapter.knobs().items() if name != knobs.PROFILE]
+
+
+@pytest.mark.parametrize("chapter, knob", every_knob(),
+                         ids=[f"{c.stem}:{k.name}" for c, k in every_knob()])
+def test_every_knob_has_a_rule_that_refuses_absurd_values_at_once(chapter, knob):
+    assert knob.rule, f"{chapter.stem}: {knob.name} declares no rule"
+    refused = 0
+    for value in bad_candidates(knob.default):
+        start = time.perf_counter()
+        try:
+            chapters.resolve(chapter, "smoke", {knob.name: value})
+        except knobs.KnobError as error:
+            assert knob.name in str(error) and time.perf_counter() - start < 1.0
+            refused += 1
+    assert refused >= 3, f"{chapter.stem}: {knob.name}'s rule refuses almost nothing"
+
+
+@pytest.mark.parametrize("profile", profiles.PROFILES)
+def test_every_profile_satisfies_every_rule(profile):
+    for chapter in chapters.all_chapters():
+        chapters.resolve(chapter, profile)
 
 
 # ------------------------------------------------------------------ builds and the cache

@@ -107,7 +107,7 @@ def test_cached_weights_load_without_network(empty_torch_cache):
     torch.save(reference.state_dict(), cached)
     model = imagenet.load_model("resnet18", device="cpu", download=False)
     x = torch.rand(1, 3, 64, 64)
-    mean = torch.tensor(imagenet.TORCHVISION_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(imagenet.TORCHVISION_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), reference((x - mean) / std))

@@ -7,6 +7,9 @@ start of the comment, is a Python expression in the knob's own name that must ho
     init = "scratch"  # [init in ("scratch", "imagenet")] how the CNNs start
     deltas = [0.01, 0.1]  # [len(deltas) > 0 and all(d > 0 for d in deltas)] the steps
 
+A rule too long for one line starts on the comment lines directly above the knob instead
+(``# [first part`` ... ``# rest] what it is``), so that no line is longer than the page.
+
 A value must also have the type of the default (an int is a valid float); a knob whose
 default is ``None`` is checked by its rule alone. Every value a run would use is checked
 before the chapter starts, so a bad one is refused at once, naming the knob, the value and
@@ -90,9 +93,23 @@ def _split_rule(comment: str):
     raise KnobError(f"unbalanced brackets in the rule of {comment!r}")
 
 
+def _comment_above(lines: list, first_line: int) -> str:
+    """The comment lines directly above line ``first_line`` (1-based), joined, if they start a
+    rule (their first begins with ``[``); else empty."""
+    block = []
+    number = first_line - 1
+    while number >= 1 and lines[number - 1].strip().startswith("#"):
+        block.insert(0, lines[number - 1].strip()[1:].strip())
+        number -= 1
+    # only the block's last run that opens with a bracket belongs to the knob
+    starts = [i for i, text in enumerate(block) if text.startswith("[")]
+    return " ".join(block[starts[-1]:]) if starts else ""
+
+
 def parse(source: str, where: str = "the parameters cell") -> dict:
     """``{name: Knob}`` from the source of a parameters cell."""
     comments = _comments(source)
+    lines = source.splitlines()
     knobs = {}
     for node in ast.parse(source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1
@@ -107,7 +124,9 @@ def parse(source: str, where: str = "the parameters cell") -> dict:
         except ValueError:
             raise KnobError(f"{where}: {name} must be a literal, found "
                             f"{ast.unparse(node.value)!r}") from None
-        rule, text = _split_rule(comments.get(node.end_lineno, ""))
+        above = _comment_above(lines, node.lineno)
+        trailing = comments.get(node.end_lineno, "")
+        rule, text = _split_rule(f"{above} {trailing}".strip() if above else trailing)
         if rule is not None:
             try:
                 ast.parse(rule, mode="eval")

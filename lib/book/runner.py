@@ -9,6 +9,7 @@ A build owns only what it makes: the staged sources go to a fresh folder that re
 ``_build/src`` only if that folder holds nothing but an earlier staging, and builds into the
 same output folder take turns on a lock.
 """
+import logging
 import platform
 import shutil
 import subprocess
@@ -62,6 +63,10 @@ def execute(chapter, params: dict, target: Path) -> None:
     """Run ``chapter`` with ``params`` and write the executed notebook to ``target`` atomically."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    # The knobs are checked against their rules before this point; papermill's own reading of
+    # the parameters cell skips lines whose rule holds '<=' and would warn about them.
+    logging.getLogger("papermill").setLevel(logging.ERROR)
 
     ensure_kernel()
     with tempfile.TemporaryDirectory() as tmp:

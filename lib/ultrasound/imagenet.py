@@ -24,8 +24,6 @@ IMAGE_NAMES = ("chelsea", "coffee", "rocket", "astronaut", "grace_hopper")
 
 # EfficientNet-Lite was trained on inputs (v - 127) / 128 for v in 0..255.
 LITE_MEAN, LITE_STD = (127 / 255,) * 3, (128 / 255,) * 3
-# torchvision's ImageNet statistics.
-TORCHVISION_MEAN, TORCHVISION_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class Normalized(torch.nn.Module):
@@ -80,7 +78,8 @@ def load_model(name="efficientnet_lite0", device=None, *, download=True):
     if name == "efficientnet_lite0":
         model = Normalized(_efficientnet_lite0(), LITE_MEAN, LITE_STD)
     else:
-        model = Normalized(_torchvision_model(name, download), TORCHVISION_MEAN, TORCHVISION_STD)
+        model = Normalized(_torchvision_model(name, download), models.IMAGENET_MEAN,
+                           models.IMAGENET_STD)
     return model.eval().to(device or default_device())
 
 
