@@ -65,6 +65,22 @@ def image_batch(images, name: str = "images") -> torch.Tensor:
     return images
 
 
+def map_batch(maps, name: str = "maps", *, one_channel: bool = False) -> torch.Tensor:
+    """Non-empty, finite, floating maps as ``N x K x H x W`` (``N x H x W`` gets ``K = 1``);
+    ``one_channel``: one map per image, ``K = 1``."""
+    if not isinstance(maps, torch.Tensor) or not maps.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got {describe(maps)}")
+    if maps.ndim == 3:
+        maps = maps.unsqueeze(1)
+    if maps.ndim != 4 or 0 in maps.shape or (one_channel and maps.shape[1] != 1):
+        wanted = "N x 1 x H x W or N x H x W (one map per image; sum or pick channels first)" \
+            if one_channel else "N x K x H x W or N x H x W"
+        raise ValueError(f"{name} must be {wanted}; got shape {tuple(maps.shape)}")
+    if not torch.isfinite(maps).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return maps
+
+
 def same_device(model, device: torch.device, name: str = "images") -> None:
     param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     if param is not None and param.device != device:

@@ -362,20 +362,12 @@ def _flat_maps(maps):
 
 def _check_maps(maps, size=None, count=None):
     """Validated maps as ``N x H x W`` floating tensors."""
-    if not isinstance(maps, torch.Tensor) or not maps.is_floating_point():
-        raise TypeError(f"maps must be a floating-point tensor; got "
-                        f"{getattr(maps, 'dtype', type(maps).__name__)}")
-    if not (maps.ndim == 3 or (maps.ndim == 4 and maps.shape[1] == 1)) or 0 in maps.shape:
-        raise ValueError(f"maps must be N x 1 x H x W or N x H x W (one map per image; sum or "
-                         f"pick channels first); got shape {tuple(maps.shape)}")
-    maps = _flat_maps(maps)
+    maps = checks.map_batch(maps, one_channel=True)[:, 0]
     if size is not None and tuple(maps.shape[-2:]) != tuple(size):
         raise ValueError(f"maps are {tuple(maps.shape[-2:])} but the images are {tuple(size)}; "
                          f"upsample the maps to the image size first")
     if count is not None and maps.shape[0] != count:
         raise ValueError(f"got {maps.shape[0]} maps for {count} images")
-    if not torch.isfinite(maps).all():
-        raise ValueError("maps contain NaN or infinite values")
     return maps
 
 

@@ -25,6 +25,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .blur import gaussian_blur
 from .similarity import rescale
 
@@ -79,12 +80,7 @@ def pool_to_grid(maps, grid):
         the map's mean over the cell. A map already constant on the cells is returned
         unchanged (up to the rounding of the mean).
     """
-    if not isinstance(maps, torch.Tensor) or not maps.is_floating_point():
-        raise TypeError(f"maps must be a floating-point tensor; got "
-                        f"{getattr(maps, 'dtype', type(maps).__name__)}")
-    if not (maps.ndim == 3 or (maps.ndim == 4 and maps.shape[1] == 1)) or 0 in maps.shape:
-        raise ValueError(f"maps must be N x 1 x H x W or N x H x W; got shape "
-                         f"{tuple(maps.shape)}")
+    checks.map_batch(maps, one_channel=True)
     height, width = maps.shape[-2:]
     rows, columns = _grid(grid, height, width, name="grid")
     cell = (height // rows, width // columns)

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ..progress import progress
+from . import checks
 from .bootstrap import bootstrap_counts
 from .similarity import SIMILARITIES, check_similarity, check_ssim_size, compare_maps
 
@@ -84,7 +85,7 @@ def parameterised_layers(model, images):
     (it cannot change the maps) is left out.
     """
     _check_model(model)
-    _check_images(images)
+    checks.image_batch(images)
     owners = {name: module for name, module in model.named_modules() if _has_weights(module)}
     order, handles = [], []
 
@@ -136,7 +137,7 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
         A :class:`RandomizationResult`.
     """
     _check_model(model)
-    _check_images(images)
+    checks.image_batch(images)
     if not callable(explain):
         raise TypeError(f"explain must be a callable explain(model, images) -> maps; got "
                         f"{type(explain).__name__}")
@@ -358,17 +359,6 @@ def _check_model(model):
     if model.training:
         raise ValueError("the model is in training mode (dropout and batch statistics would "
                          "change the maps between steps); call model.eval() first")
-
-
-def _check_images(images):
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point N x C x H x W tensor; got "
-                        f"{getattr(images, 'dtype', type(images).__name__)}")
-    if images.ndim != 4 or 0 in images.shape:
-        raise ValueError(f"images must be a non-empty N x C x H x W batch; got shape "
-                         f"{tuple(images.shape)}")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinite values")
 
 
 def _check_result(result, name="result"):

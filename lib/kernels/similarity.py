@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from . import checks
+
 SIMILARITIES = ("spearman", "ssim")
 # Wang et al. (2004): Gaussian window of sigma 1.5 px (11 x 11), K1 = 0.01, K2 = 0.03.
 SSIM_SIGMA = 1.5
@@ -31,7 +33,7 @@ def compare_maps(maps_a, maps_b, *, similarity=SIMILARITIES, absolute=True):
     module docstring; SSIM needs ``H, W >= 11``).
     """
     similarity = check_similarity(similarity)
-    a, b = as_batch(maps_a, "maps_a"), as_batch(maps_b, "maps_b")
+    a, b = checks.map_batch(maps_a, "maps_a"), checks.map_batch(maps_b, "maps_b")
     if a.shape != b.shape:
         raise ValueError(f"maps_a and maps_b must have the same shape; got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
@@ -134,15 +136,3 @@ def check_ssim_size(maps):
                          f"{tuple(maps.shape[-2:])}; use similarity=('spearman',)")
 
 
-def as_batch(maps, name):
-    if not isinstance(maps, torch.Tensor) or not maps.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor; got "
-                        f"{getattr(maps, 'dtype', type(maps).__name__)}")
-    if maps.ndim == 3:
-        maps = maps.unsqueeze(1)
-    if maps.ndim != 4 or 0 in maps.shape:
-        raise ValueError(f"{name} must be N x K x H x W or N x H x W; got shape "
-                         f"{tuple(maps.shape)}")
-    if not torch.isfinite(maps).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return maps
