@@ -209,6 +209,15 @@ def test_a_block_is_randomised_in_one_step():
     assert torch.equal(result.maps[2], layerwise.maps[4])
     with pytest.raises(ValueError, match="layers 'body' and 'body.0' overlap"):
         sanity.cascading_randomization(model, gradient, images, layers=["body", "body.0"])
+    # The same step made of modules with no common parent, named by a dict.
+    grouped = sanity.cascading_randomization(
+        model, gradient, images, layers={"head": ["head"], "convs": ["body.0", "body.1",
+                                                                    "body.3"]},
+        show_progress=False)
+    assert grouped.steps == {"convs": ["body.0", "body.1", "body.3"], "head": ["head"]}
+    assert torch.equal(grouped.maps[2], result.maps[2])
+    with pytest.raises(TypeError, match="dict of step names"):
+        sanity.cascading_randomization(model, gradient, images, layers={"head": "head"})
 
 
 def test_buffer_only_modules_are_not_layers_but_batch_norm_without_affine_is():

@@ -123,7 +123,9 @@ def cascading_randomization(model, explain, images, *, layers=None, seed=0,
         layers: what each step randomises, or ``None`` for one step per parameterised layer
             (:func:`parameterised_layers`). A name of a layer randomises that layer; a name of
             a module that holds layers (a block, e.g. ``"layer4"`` of a ResNet) randomises
-            every parameterised layer inside it in one step. The names must not overlap.
+            every parameterised layer inside it in one step. A dict ``{step name: [module
+            names]}`` makes a step of several modules (e.g. the convolutions and batch norms
+            of one VGG block, which share no parent module). The names must not overlap.
             Steps run from the output end down, by the last-executed layer of each, whatever
             order the names are given in.
         seed: seeds the re-initialisation.
@@ -330,26 +332,35 @@ def _layer_groups(model, executed, layers):
     """``{step name: its parameterised layers}``, ordered by each step's last-executed layer."""
     if layers is None:
         return {name: [name] for name in executed}
-    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
-        raise TypeError(f"layers must be a list of module names or None; got {layers!r}")
-    if not layers:
+    steps = layers if isinstance(layers, dict) else {name: [name] for name in
+                                                      ([] if isinstance(layers, str) else layers)}
+    if isinstance(layers, str) or not all(
+            isinstance(label, str) and not isinstance(parts, str) and parts
+            and all(isinstance(part, str) for part in parts) for label, parts in steps.items()):
+        raise TypeError(f"layers must be a list of module names, a dict of step names to "
+                        f"lists of module names, or None; got {layers!r}")
+    if not steps:
         raise ValueError("layers must name at least one module (None: every parameterised "
                          "layer)")
     names = {name for name, _ in model.named_modules()}
     groups, taken = {}, {}
-    for name in dict.fromkeys(layers):
-        members = [layer for layer in executed if layer == name or layer.startswith(name + ".")]
-        if not members:
-            why = ("no parameterised layer inside it runs in the forward pass" if name in names
-                   else "the model has no such module")
-            raise ValueError(f"cannot randomise {name!r}: {why}; parameterised layers in "
-                             f"execution order: {', '.join(executed)}")
+    for label, parts in steps.items():
+        members = []
+        for name in dict.fromkeys(parts):
+            inside = [layer for layer in executed
+                      if layer == name or layer.startswith(name + ".")]
+            if not inside:
+                why = ("no parameterised layer inside it runs in the forward pass"
+                       if name in names else "the model has no such module")
+                raise ValueError(f"cannot randomise {name!r}: {why}; parameterised layers in "
+                                 f"execution order: {', '.join(executed)}")
+            members += inside
         for member in members:
             if member in taken:
-                raise ValueError(f"layers {taken[member]!r} and {name!r} overlap (both hold "
+                raise ValueError(f"layers {taken[member]!r} and {label!r} overlap (both hold "
                                  f"{member!r}); name each layer once")
-            taken[member] = name
-        groups[name] = members
+            taken[member] = label
+        groups[label] = sorted(set(members), key=executed.index)
     return dict(sorted(groups.items(), key=lambda item: executed.index(item[1][-1])))
 
 
