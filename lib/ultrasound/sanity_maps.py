@@ -1,0 +1,68 @@
+"""The book's map methods as ``explain(model, images)`` functions, for the sanity checks.
+
+``lib.kernels.sanity`` re-initialises a network's layers from the output end down and asks
+each method for its maps again; a method whose maps barely change explains the image, not
+the network. Every method of the CNN chapters takes part (Grad-CAM, the gradient, the local
+finite-difference map, the change image-specific AM makes, the Sobol' total-index map), with
+one that ignores the network on purpose, an edge detector on the image, to show what an
+insensitive method looks like. The maps explain a fixed class per image (in the chapter: the
+true class), so that randomising the network cannot change the question asked.
+"""
+import torch
+import torch.nn.functional as F
+
+from ..kernels import sobol_images
+from . import compare, models
+
+METHODS = ("grad_cam", "gradient", "local_sensitivity", "am_change", "sobol_st", "edges")
+TITLES = {**compare.TITLES, "sobol_st": "Sobol ST", "edges": "edge detector"}
+# The stages of each network, from the input to the output, as module names inside
+# ``UltrasoundCNN`` (VGG's blocks are runs of convolutions and batch norms in one Sequential).
+_VGG_BLOCKS = {"block 1": (0, 1, 3, 4), "block 2": (7, 8, 10, 11),
+               "block 3": (14, 15, 17, 18, 20, 21), "block 4": (24, 25, 27, 28, 30, 31),
+               "block 5": (34, 35, 37, 38, 40, 41)}
+
+
+def randomisation_steps(model: models.UltrasoundCNN) -> dict:
+    """``{step: [module names]}`` for ``lib.kernels.sanity.cascading_randomization``: the
+    head, then each stage of the network down to its first convolution."""
+    if model.arch == "resnet18":
+        return {"head": ["net.fc"], **{f"layer {k}": [f"net.layer{k}"] for k in (4, 3, 2, 1)},
+                "stem": ["net.conv1", "net.bn1"]}
+    steps = {"head": ["net.classifier"]}
+    for name, indices in reversed(list(_VGG_BLOCKS.items())):
+        steps[name] = [f"net.features.{i}" for i in indices]
+    return steps
+
+
+def edge_map(images: torch.Tensor) -> torch.Tensor:
+    """Sobel gradient magnitude of each image (channels averaged): ``N x 1 x H x W``."""
+    gray = images.mean(dim=1, keepdim=True)
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]],
+                         dtype=images.dtype, device=images.device)
+    kernels = torch.stack([sobel, sobel.T])[:, None]
+    edges = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernels)
+    return edges.pow(2).sum(dim=1, keepdim=True).sqrt()
+
+
+def explainer(method: str, target: torch.Tensor, *, layer: str,
+              settings: compare.MapSettings = compare.MapSettings(), grid: int = 4,
+              N: int = 8, blur_sigma: float = sobol_images.DEFAULT_BLUR_SIGMA, seed: int = 0):
+    """``explain(model, images) -> N x 1 x H x W`` maps of class ``target[i]`` of image ``i``
+    by ``method`` (one of ``METHODS``). ``layer`` is the Grad-CAM layer; ``grid``, ``N`` and
+    ``blur_sigma`` set the Sobol' map (a coarse one suffices to see whether it changes)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+
+    def explain(model, images):
+        if method == "edges":
+            return edge_map(images)
+        if method == "sobol_st":
+            result = sobol_images.sobol_maps(model, images, target, grid=grid, N=N,
+                                             blur_sigma=blur_sigma, num_resamples=10,
+                                             seed=seed, show_progress=False)
+            return result.to_image("ST", images.shape[-2:])
+        return compare.explanation_maps(model, images, target, layer=layer,
+                                        methods=[method], settings=settings, seed=seed,
+                                        show_progress=False).maps[method]
+    return explain
