@@ -45,3 +45,21 @@ def test_every_method_gives_one_map_per_image_of_the_images_size():
     assert torch.equal(edges(model, images), edges(other, images))
     with pytest.raises(ValueError, match="method must be one of"):
         sanity_maps.explainer("saliency", target, layer="net.layer4")
+
+
+def test_the_cascade_tells_a_network_method_from_the_edge_detector():
+    torch.manual_seed(0)
+    model = models.build("resnet18").eval()
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([0, 1, 2])
+    results = sanity_maps.cascade(model, images, target, ["gradient", "edges"],
+                                  show_progress=False)
+    table = sanity_maps.final_similarity(results, n_boot=50)
+    assert table.loc["edge detector", "verdict"] == "insensitive"
+    assert table.loc["edge detector", "spearman"] == pytest.approx(1.0)
+    assert table.loc["gradient", "verdict"] == "changes"
+    other = models.build("resnet18").eval()
+    data = sanity_maps.data_randomisation(model, other, images, target, ["gradient", "edges"],
+                                          n_boot=50)
+    assert data.loc["edge detector", "spearman"] == pytest.approx(1.0)
+    assert data.loc["gradient", "spearman"] < 0.9

@@ -298,3 +298,31 @@ def show_sobol_maps(images, result, *, masks=None, row_labels=None, count=None):
               "ST interval ±": result.to_image("ST_conf", size)[shown]}
     return show_maps(images[shown], panels, row_labels=row_labels, share="row",
                      masks=None if masks is None else masks[shown])
+
+
+def plot_randomisation(summaries, *, titles=None, measures=("spearman", "ssim"),
+                       panel_size=(3.6, 2.6)):
+    """Similarity to the intact network's maps against the randomisation steps: a row per
+    network, a column per measure, a line per method with its bootstrap band.
+
+    ``summaries``: ``{network: {method: lib.kernels.sanity.summary(result)}}``. Returns the
+    figure.
+    """
+    fig, axes = plt.subplots(len(summaries), len(measures),
+                             figsize=(panel_size[0] * len(measures),
+                                      panel_size[1] * len(summaries)), squeeze=False)
+    for row, (network, per_method) in enumerate(summaries.items()):
+        for ax, measure in zip(axes[row], measures):
+            for method, table in per_method.items():
+                part = table[table["similarity"] == measure].sort_values("step")
+                line, = ax.plot(part["step"], part["mean"], marker=".",
+                                label=(titles or {}).get(method, method))
+                ax.fill_between(part["step"], part["ci_low"], part["ci_high"], alpha=0.15,
+                                color=line.get_color())
+            ax.set_xticks(part["step"], part["layer"], rotation=45, ha="right", fontsize=7)
+            ax.set_ylabel(measure)
+            ax.set_ylim(-0.2 if measure == "spearman" else 0, 1.05)
+            ax.set_title(f"{network}: {measure}", fontsize=9)
+    axes[0, -1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -66,3 +66,64 @@ def explainer(method: str, target: torch.Tensor, *, layer: str,
                                         methods=[method], settings=settings, seed=seed,
                                         show_progress=False).maps[method]
     return explain
+
+
+def cascade(model, images, target, methods=METHODS, *, settings=compare.MapSettings(),
+            grid: int = 4, N: int = 8, seed: int = 0, show_progress: bool = True) -> dict:
+    """``{method: lib.kernels.sanity.RandomizationResult}`` of the cascading randomisation of
+    ``model`` (its stages from the head down) for every method."""
+    from ..kernels import sanity
+
+    layer = models.TARGET_LAYERS[model.arch]
+    steps = randomisation_steps(model)
+    return {method: sanity.cascading_randomization(
+        model, explainer(method, target, layer=layer, settings=settings, grid=grid, N=N,
+                         seed=seed), images, layers=steps, seed=seed, show_progress=show_progress)
+        for method in methods}
+
+
+def final_similarity(results: dict, *, threshold: float = 0.5, n_boot: int = 1000,
+                     seed: int = 0):
+    """Per method: the mean similarity to the intact maps once every layer is randomised,
+    with its bootstrap interval, and the verdict: ``"insensitive"`` when the mean Spearman
+    correlation stays above ``threshold``, else ``"changes"``. A pandas DataFrame."""
+    import pandas as pd
+
+    from ..kernels import sanity
+
+    rows = []
+    for method, result in results.items():
+        table = sanity.summary(result, n_boot=n_boot, seed=seed)
+        last = table[table["step"] == table["step"].max()].set_index("similarity")
+        row = {"method": TITLES.get(method, method)}
+        for measure in last.index:
+            row[f"{measure}"] = last.loc[measure, "mean"]
+            row[f"{measure} CI"] = (last.loc[measure, "ci_low"], last.loc[measure, "ci_high"])
+        row["verdict"] = "insensitive" if row["spearman"] > threshold else "changes"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def data_randomisation(real, shuffled, images, target, methods, *,
+                       settings=compare.MapSettings(), grid: int = 4, N: int = 8,
+                       n_boot: int = 1000, seed: int = 0):
+    """Per method: how alike the maps of the real network and of the same architecture
+    trained on shuffled labels are (mean Spearman and SSIM over the images, with bootstrap
+    intervals). A pandas DataFrame."""
+    import pandas as pd
+
+    from ..kernels import metrics, similarity
+
+    layer = models.TARGET_LAYERS[real.arch]
+    rows = []
+    for method in methods:
+        explain = explainer(method, target, layer=layer, settings=settings, grid=grid, N=N,
+                            seed=seed)
+        scores = similarity.compare_maps(explain(real, images), explain(shuffled, images))
+        row = {"method": TITLES.get(method, method)}
+        for measure, values in scores.items():
+            stats = metrics.bootstrap_mean(values, n_boot=n_boot, seed=seed)
+            row[measure], row[f"{measure} CI"] = stats["mean"], (stats["ci_low"],
+                                                                stats["ci_high"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
