@@ -63,3 +63,46 @@ def test_the_cascade_tells_a_network_method_from_the_edge_detector():
                                           n_boot=50)
     assert data.loc["edge detector", "spearman"] == pytest.approx(1.0)
     assert data.loc["gradient", "spearman"] < 0.9
+
+
+def test_the_chapter_helpers_word_the_verdicts_and_round_the_tables():
+    import pandas as pd
+
+    final = pd.DataFrame({"spearman": [0.9, 0.1, 0.95], "verdict": ["insensitive", "changes",
+                                                                   "insensitive"]},
+                         index=pd.MultiIndex.from_tuples([("VGG-16", "edges"),
+                                                          ("VGG-16", "gradient"),
+                                                          ("ResNet-18", "edges")]))
+    words = sanity_maps.verdict_words(final)
+    assert words == {"insensitive_methods": "edges (VGG-16, ResNet-18)",
+                     "sensitive_methods": "gradient (VGG-16)"}
+    data = pd.DataFrame({"spearman": [0.7, 0.2], "spearman CI": [(0.6, 0.8), (0.1, 0.3)]},
+                        index=["a", "b"])
+    assert sanity_maps.data_verdicts(data, 0.5) == {"data_similar_methods": "a",
+                                                    "data_different_methods": "b"}
+    shown = sanity_maps.rounded(data)
+    assert shown.loc["a", "spearman CI"] == "[0.60, 0.80]" and shown.loc["b", "spearman"] == 0.2
+
+
+def test_correct_lesion_images_are_those_every_network_gets_right():
+    from types import SimpleNamespace
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, predictions):
+            super().__init__()
+            self.predictions = predictions
+            self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            rows = x[:, 0, 0, 0].long()
+            return torch.nn.functional.one_hot(self.predictions[rows], 3).float()
+
+    labels = torch.tensor([0, 1, 2, 1, 2])
+    images = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 1, 2, 2).contiguous()
+    test = SimpleNamespace(images=images, labels=labels,
+                           classes=("normal", "benign", "malignant"))
+    first = Fixed(torch.tensor([0, 1, 2, 2, 2]))
+    second = Fixed(torch.tensor([0, 1, 0, 2, 2]))
+    chosen = sanity_maps.correct_lesion_images([first, second], test, 5)
+    assert chosen.tolist() == [1, 4]  # 0 is normal, 2 and 3 are missed by one network
+    assert sanity_maps.correct_lesion_images([first], test, 1).tolist() == [1]

@@ -18,6 +18,7 @@ from torch import nn
 
 
 ARCHS = ("vgg16", "resnet18")
+TITLES = {"vgg16": "VGG-16", "resnet18": "ResNet-18"}  # as the prose names them
 WEIGHTS = (None, "imagenet")
 # A chapter's ``init`` knob -> the ``weights`` of build and load_trained.
 INITS = {"scratch": None, "imagenet": "imagenet"}

@@ -127,3 +127,60 @@ def data_randomisation(real, shuffled, images, target, methods, *,
                                                                 stats["ci_high"])
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+
+def correct_lesion_images(networks, test, count: int) -> torch.Tensor:
+    """Indices of the first ``count`` images of ``test`` (a ``lib.data.BusiSplit``) with a
+    lesion (benign or malignant) that every network of ``networks`` classifies correctly."""
+    lesion = torch.isin(test.labels, torch.tensor([test.classes.index("benign"),
+                                                   test.classes.index("malignant")],
+                                                  device=test.labels.device))
+    correct = lesion.clone()
+    for network in networks:
+        correct &= models.predict_logits(network, test.images).argmax(dim=1) == test.labels
+    chosen = torch.nonzero(correct).flatten()[:count]
+    if len(chosen) == 0:
+        raise ValueError("no lesion image of this split is classified correctly by every "
+                         "network")
+    return chosen
+
+
+def rounded(table, digits: int = 2):
+    """``table`` as the page shows it: numbers rounded, intervals as ``[low, high]``."""
+    def cell(value):
+        if isinstance(value, tuple):
+            return f"[{value[0]:.{digits}f}, {value[1]:.{digits}f}]"
+        return round(value, digits) if isinstance(value, float) else value
+    return table.apply(lambda column: column.map(cell))
+
+
+def _listed(rows) -> str:
+    return "; ".join(rows) if rows else "none"
+
+
+def verdict_words(final) -> dict:
+    """The methods whose maps stay (``insensitive_methods``) or change
+    (``sensitive_methods``) under full randomisation, as text naming the networks, from
+    :func:`final_similarity` tables concatenated by network."""
+    groups = {}
+    for (network, method), verdict in final["verdict"].items():
+        groups.setdefault(verdict, {}).setdefault(method, []).append(network)
+    def words(verdict):
+        return _listed([f"{method} ({', '.join(networks)})"
+                        for method, networks in groups.get(verdict, {}).items()])
+    return {"insensitive_methods": words("insensitive"), "sensitive_methods": words("changes")}
+
+
+def data_verdicts(table, threshold: float) -> dict:
+    """Which methods' maps of the real and the shuffled-label network are alike (mean
+    Spearman above ``threshold``) and which differ, as text."""
+    alike = table["spearman"] > threshold
+    return {"data_similar_methods": _listed(list(table.index[alike])),
+            "data_different_methods": _listed(list(table.index[~alike]))}
+
+
+def shuffled_network_scores(network, run, test) -> dict:
+    """The shuffled-label network's accuracy on the labels it memorised and on ``test``."""
+    predicted = models.predict_logits(network, test.images).argmax(dim=1)
+    return {"shuffled_train_accuracy": run.train_scores["accuracy"],
+            "shuffled_test_accuracy": (predicted == test.labels).double().mean().item()}
