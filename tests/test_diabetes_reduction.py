@@ -87,7 +87,7 @@ def test_the_sequence_stops_at_the_first_failure_even_if_later_k_pass():
     study = reduction.Reduction(pd.DataFrame(rows), {"o": []}, 0.25, 8, 50)
     sequence = reduction.fixed_sequence(study, "o", {"accuracy": 0.05})
     assert list(sequence.table["decision"]) == ["non-inferior", "non-inferior",
-                                                "not shown non-inferior", "not tested"]
+                                                "not shown to be non-inferior", "not tested"]
     assert sequence.smallest_k == 6 and sequence.stopped_at == 5
     every = reduction.fixed_sequence(study, "o", {"accuracy": 0.05}, ks=[7, 6])
     assert every.stopped_at is None and "at every k" in every.conclusion()

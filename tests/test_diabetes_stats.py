@@ -51,7 +51,7 @@ def test_a_margin_the_data_clearly_violate_is_refused():
     worse = reference - folds_with(0.10, 0.02, seed=6)  # 10 points lost, margin 5
     test = stats.noninferiority_test(reference, worse, RATIO, margin=0.05)
     assert not test.non_inferior and test.p > 0.999 and test.bound > 0.1
-    assert test.verdict == "not shown non-inferior"
+    assert test.verdict == "not shown to be non-inferior"
 
 
 def test_no_loss_at_all_is_non_inferior_with_room():

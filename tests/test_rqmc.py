@@ -94,3 +94,17 @@ def test_bad_arguments_are_refused(kwargs, message):
 def test_one_replicate_has_no_interval():
     with pytest.raises(ValueError, match="at least 2 replicates"):
         rqmc.interval(np.ones((1, 3)))
+
+
+def test_verdicts_name_where_coverage_falls_short():
+    import pandas as pd
+    table = pd.DataFrame({"function": ["f", "f", "g", "g"], "N": [64, 256, 64, 256],
+                          "method": ["RQMC"] * 4, "coverage": [0.80, 0.95, 0.94, 0.99],
+                          "intervals": [400] * 4})
+    assert list(rqmc.below_level(table, 0.95)) == [True, False, False, False]
+    assert rqmc.coverage_verdict(table, "RQMC") == \
+        "below their nominal level for f at N = 64"
+    fine = table.assign(coverage=0.96)
+    assert rqmc.coverage_verdict(fine, "RQMC") == "at or above their nominal level at every N"
+    with pytest.raises(ValueError, match="no rows of method 'bootstrap'"):
+        rqmc.coverage_verdict(table, "bootstrap")

@@ -17,7 +17,9 @@ DEFAULT_PROFILE = "book"
 # chapter stem -> parameter -> value, for each profile other than ``book``.
 OVERRIDES = {
     "smoke": {
-        "02-sobol-method": {"log2_N": 10, "bench_log2_N": 10, "data_rows": 200},
+        "02-sobol-method": {"log2_N": 10, "bench_log2_N": 10, "data_rows": 200,
+                            "coverage_log2_N_max": 8, "rqmc_replicates": 4,
+                            "coverage_repetitions": 5},
         "03-diabetes-network": {"n_repeats": 2, "n_folds": 2, "max_epochs": 30, "patience": 10},
         "04-diabetes-sobol": {"n_repeats": 2, "n_folds": 2, "max_epochs": 30, "patience": 10,
                               "log2_N": 8, "num_resamples": 20, "n_permutation_repeats": 2,
@@ -39,7 +41,8 @@ OVERRIDES = {
         "06-local-sensitivity": {"patch": 1, "images_per_group": 2, "sweep_patch": 4,
                                  "patch_sizes": [8, 4, 2, 1], "natural_size": 224,
                                  "natural_patch": 1},
-        "02-sobol-method": {"log2_N": 16},
+        "02-sobol-method": {"log2_N": 16, "coverage_log2_N_max": 16,
+                            "coverage_repetitions": 100},
         "03-diabetes-network": {"n_repeats": 10},
         "04-diabetes-sobol": {"n_repeats": 10, "log2_N": 15, "n_seed_checks": 5,
                               "n_random_orderings": 20},

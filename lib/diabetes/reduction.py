@@ -170,7 +170,7 @@ class FixedSequence:
     ``table``: one row per k (in test order) with the most frequent kept set (``features``,
     and ``folds with it``), per metric the mean loss against all D inputs, its one-sided
     upper confidence bound, the p-value, the smallest loss the design detects with
-    ``power`` (``detectable``), and the ``decision``: "non-inferior", "not shown
+    ``power`` (``detectable``), and the ``decision``: "non-inferior", "not shown to be
     non-inferior" (the sequence stops here) or "not tested" (after a stop; the numbers are
     shown, the decision is not made).
     """
@@ -189,7 +189,7 @@ class FixedSequence:
     @property
     def stopped_at(self):
         """The k at which non-inferiority was not shown (None when every k passed)."""
-        failed = self.table.index[self.table["decision"] == "not shown non-inferior"]
+        failed = self.table.index[self.table["decision"] == "not shown to be non-inferior"]
         return int(failed[0]) if len(failed) else None
 
     def conclusion(self) -> str:
@@ -256,7 +256,7 @@ def fixed_sequence(reduction: Reduction, ordering: str, margins: dict, *, alpha:
                                                                       alpha, power)})
             passed &= test.non_inferior
         row["decision"] = "not tested" if stopped else (
-            "non-inferior" if passed else "not shown non-inferior")
+            "non-inferior" if passed else "not shown to be non-inferior")
         stopped |= not passed
         rows.append(row)
     return FixedSequence(pd.DataFrame(rows).set_index("k"), D, dict(margins), alpha, power)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .stats import interval_table
+from .stats import METRIC_LABELS, interval_table
 
 
 def index_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -108,3 +108,23 @@ def reduction_table(tests: pd.DataFrame, summary: pd.DataFrame,
         shown[f"p ({name})"] = shown[f"p ({name})"].round(3)
     return shown.rename(columns={"roc_auc": "ROC AUC", "p (roc_auc)": "p (ROC AUC)",
                                  "loss (roc_auc)": "loss (ROC AUC)"})
+
+
+def _p_text(p: float, digits: int = 3) -> str:
+    """A p-value as text: rounded to ``digits``, or "< 0.001" (for 3 digits) below that."""
+    smallest = 10 ** -digits
+    return f"< {smallest:.{digits}f}" if p < smallest else f"{p:.{digits}f}"
+
+
+def equivalence_table(tests: dict, digits: int = 3) -> pd.DataFrame:
+    """``{metric: stats.EquivalenceTest}`` as one row per metric: the mean difference, its
+    (1 - 2 alpha) interval, the margin, the TOST p-value and the verdict."""
+    rows = {}
+    for name, test in tests.items():
+        level = round(100 * (1 - 2 * test.alpha))
+        rows[METRIC_LABELS.get(name, name)] = {
+            "difference": round(test.difference, digits),
+            f"{level} % CI": f"[{test.low:.{digits}f}, {test.high:.{digits}f}]",
+            "margin": f"±{test.margin:g}", "p (TOST)": _p_text(test.p, digits),
+            "verdict": test.verdict}
+    return pd.DataFrame.from_dict(rows, orient="index")

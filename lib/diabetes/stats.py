@@ -168,7 +168,7 @@ class NoninferiorityTest:
 
     @property
     def verdict(self) -> str:
-        return "non-inferior" if self.non_inferior else "not shown non-inferior"
+        return "non-inferior" if self.non_inferior else "not shown to be non-inferior"
 
 
 def noninferiority_test(reference, candidate, ratio: float, margin: float,
@@ -221,7 +221,7 @@ class EquivalenceTest:
 
     @property
     def verdict(self) -> str:
-        return "equivalent" if self.equivalent else "not shown equivalent"
+        return "equivalent" if self.equivalent else "not shown to be equivalent"
 
 
 def equivalence_test(a, b, ratio: float, margin: float, alpha: float = 0.05) -> EquivalenceTest:

@@ -25,6 +25,8 @@ from .sobol_estimators import estimate_indices, point_indices, split_blocks
 
 # Bytes of model outputs (rows x designs, float64) analysed at once in ``coverage``.
 OUTPUT_BUDGET_BYTES = 1 << 27
+# Bytes of design points (designs x rows x D, float64) built and evaluated at once.
+DESIGN_BUDGET_BYTES = 1 << 25
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -83,10 +85,27 @@ def replicate_designs(problem, N: int, replicates: int, *, calc_second_order: bo
     return designs
 
 
-def _outputs(f, designs: np.ndarray) -> torch.Tensor:
-    """``f`` on every design (designs, rows, D) -> outputs (rows, designs), float64."""
-    K, rows, D = designs.shape
-    return evaluate(f, designs.reshape(-1, D)).to(torch.float64).reshape(K, rows).T
+def _outputs(problem, f, N: int, generators, calc_second_order: bool) -> torch.Tensor:
+    """``f`` on the Saltelli design of every scrambling in ``generators``: (rows, designs).
+
+    The designs are built and evaluated a group at a time, in one reused buffer of at most
+    ``DESIGN_BUDGET_BYTES``, so that many designs never sit in memory together.
+    """
+    D = problem["num_vars"]
+    rows = N * rows_per_base_sample(D, calc_second_order)
+    group = max(1, min(len(generators), DESIGN_BUDGET_BYTES // (8 * rows * D)))
+    buffer = np.empty((group, rows, D))
+    Y = None
+    for start in range(0, len(generators), group):
+        part = generators[start:start + group]
+        for i, generator in enumerate(part):
+            buffer[i] = scale_to_inputs(unit_design(D, N, calc_second_order, generator),
+                                        problem)
+        values = evaluate(f, buffer[:len(part)].reshape(-1, D)).to(torch.float64)
+        if Y is None:
+            Y = torch.empty(rows, len(generators), dtype=torch.float64, device=values.device)
+        Y[:, start:start + len(part)] = values.reshape(len(part), rows).T
+    return Y
 
 
 def analyze(problem, f, N: int, replicates: int = 8, *, calc_second_order: bool = True,
@@ -100,10 +119,11 @@ def analyze(problem, f, N: int, replicates: int = 8, *, calc_second_order: bool 
     replicate's estimates, {key: (R, ...)}. The model runs R N (2D + 2) times with second
     order, R N (D + 2) without.
     """
-    designs = replicate_designs(problem, N, replicates, calc_second_order=calc_second_order,
-                                seed=seed)
-    D = designs.shape[-1]
-    estimates = point_indices(split_blocks(_outputs(f, designs), D, calc_second_order))
+    problem = check_problem(problem)
+    _check_int("N", N, 2)
+    generators = replicate_seeds(seed, _check_int("replicates", replicates, 2))
+    Y = _outputs(problem, f, N, generators, calc_second_order)
+    estimates = point_indices(split_blocks(Y, problem["num_vars"], calc_second_order))
     result = {"replicates": {}}
     for key, values in estimates.items():
         values = values.movedim(-1, 0)  # (R, D[, D])
@@ -147,10 +167,8 @@ def coverage(problem, f, exact: dict, log2_sizes, *, replicates: int = 8,
         tallies = {"bootstrap": [], "RQMC": []}
         for start in range(0, repetitions, per_chunk):
             count = min(per_chunk, repetitions - start)
-            designs = replicate_designs(problem, N, replicates * count,
-                                        calc_second_order=calc_second_order,
-                                        seed=[seed, log2_n, start])
-            Y = _outputs(f, designs)  # (rows, count * replicates)
+            generators = replicate_seeds([seed, log2_n, start], replicates * count)
+            Y = _outputs(problem, f, N, generators, calc_second_order)  # (rows, designs)
             estimates = point_indices(split_blocks(Y, D, calc_second_order))
             boot = estimate_indices(split_blocks(Y[:, ::replicates], D, calc_second_order),
                                     num_resamples=num_resamples, conf_level=conf_level,
@@ -174,3 +192,29 @@ def coverage(problem, f, exact: dict, log2_sizes, *, replicates: int = 8,
                          "mean_half_width": width.mean(), "mean_error": error.mean(),
                          "intervals": held.size, "model_runs": cost * run_rows})
     return pd.DataFrame(rows)
+
+
+def below_level(table: pd.DataFrame, conf_level: float = 0.95) -> pd.Series:
+    """Rows of a ``coverage`` table whose coverage is below ``conf_level`` by more than two
+    binomial standard errors sqrt(c (1 - c) / intervals): more than counting noise."""
+    conf_level = _check_conf_level(conf_level)
+    noise = 2 * np.sqrt(conf_level * (1 - conf_level) / table["intervals"])
+    return table["coverage"] < conf_level - noise
+
+
+def coverage_verdict(table: pd.DataFrame, method: str, conf_level: float = 0.95) -> str:
+    """Where the intervals of ``method`` fall short of their level, in words.
+
+    ``table``: ``coverage``'s rows, optionally for several functions (a ``function``
+    column names each); "below" means ``below_level``.
+    """
+    rows = table[table["method"] == method]
+    if rows.empty:
+        raise ValueError(f"no rows of method {method!r}; methods: "
+                         f"{sorted(set(table['method']))}")
+    short = rows[below_level(rows, conf_level)]
+    if short.empty:
+        return "at or above their nominal level at every N"
+    where = [f"{row.function} at N = {row.N}" if "function" in rows else f"N = {row.N}"
+             for row in short.itertuples()]
+    return "below their nominal level for " + ", ".join(where)
