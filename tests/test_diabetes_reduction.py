@@ -153,3 +153,56 @@ def test_each_network_is_evaluated_on_its_own_design(study):
         alone = trained.model.select([m])(torch.as_tensor(
             saltelli.scale_to_inputs(U, problems[m]), dtype=torch.float32))
         torch.testing.assert_close(Y[:, m], alone[:, 0])
+
+
+def test_sequence_verdicts_and_tables_follow_the_decisions(study):
+    from lib.diabetes import report
+    *_, nested = study
+    sequence = reduction.fixed_sequence(nested, reduction.NESTED, {"accuracy": 0.08,
+                                                                   "roc_auc": 0.08})
+    assert sequence.verdict == f"non-inferior down to k = {sequence.smallest_k}"
+    shown = report.sequence_table(sequence)
+    assert list(shown[("", "decision")]) == list(sequence.table["decision"])
+    assert ("ROC AUC", "bound") in shown.columns
+    se = sequence.table["se (accuracy)"]
+    assert (sequence.table["detectable (accuracy)"] > se).all()
+    assert (sequence.table["floor (accuracy)"] < sequence.table["detectable (accuracy)"]).all()
+    both = report.sequence_comparison({"a": sequence, "b": sequence})
+    assert (both[("loss of accuracy", "a")] == both[("loss of accuracy", "b")]).all()
+    refused = reduction.fixed_sequence(nested, reduction.NESTED, {"accuracy": 0.001})
+    assert refused.verdict == "no k shown non-inferior"
+
+
+def test_shapley_effects_of_the_fold_networks_sit_on_the_signal(study):
+    X, y, splits, trained, *_ = study
+    train = splits.train & (torch.arange(len(y)) < 250)  # fewer rows: a faster test
+    result = folds.fold_shapley(trained.model, X, train, networks=[0, 3],
+                                num_resamples=50, seed=0)
+    assert result.effects.shape == (8, 2) and list(result.rows) == \
+        [int(train[0].sum()), int(train[3].sum())]
+    np.testing.assert_allclose(result.effects.sum(0), 1.0, atol=1e-9)
+    signal = [FEATURES.index(name) for name in SIGNAL]
+    assert (result.effects[signal].sum(0) > 0.8).all()  # the noise inputs share little
+    summary = folds.effects_over_models(result)
+    assert summary.loc["Glucose", ("Sh", "mean")] == pytest.approx(
+        result.effects[FEATURES.index("Glucose")].mean())
+
+
+def test_index_convergence_has_every_size_and_input(study):
+    X, y, splits, trained, *_ = study
+    problems = folds.fold_problems(trained.model, X, splits.train)
+    table_ = folds.index_convergence(trained.model.select([0]), problems[0], [5, 6],
+                                     num_resamples=10)
+    assert sorted(set(table_["N"])) == [32, 64] and len(table_) == 2 * 2 * 8
+    top = table_[(table_["N"] == 64) & (table_["index"] == "ST")]
+    assert set(top.nlargest(2, "value")["input"]) == set(SIGNAL)
+
+
+def test_step_words_read_one_row_of_the_sequence(study):
+    from lib.diabetes import report
+    *_, nested = study
+    sequence = reduction.fixed_sequence(nested, reduction.NESTED, {"accuracy": 0.08})
+    words = report.step_words(sequence, 2)
+    row = sequence.table.loc[2]
+    assert words.startswith(f"k = 2 ({row['features']}; accuracy: loss ")
+    assert f"upper bound {row['bound (accuracy)']:.3f}" in words

@@ -376,6 +376,8 @@ def test_input_models_span_the_observed_values(data):
     assert np.isin(X[:, 4], insulin.to_numpy()).all()
     with pytest.raises(ValueError, match="no observed value"):
         importance.input_models(frame.assign(BMI=np.nan))
+    with pytest.raises(ValueError, match="needs at least as many rows; the table has 5"):
+        importance.input_models(frame.head(5))
 
 
 def test_indices_over_models_summarise_the_model_axis(data, trained):

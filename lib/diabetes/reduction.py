@@ -21,7 +21,7 @@ from ..kernels import checks
 from .cv import CVSplits, cached_cross_validate, cross_validate
 from .ensemble import MLPConfig
 from .stats import (METRIC_LABELS, METRICS, check_level, check_margin, detectable_difference,
-                    noninferiority_test, summarize)
+                    noninferiority_test, standard_error_floor, summarize)
 from .table import FEATURES
 
 
@@ -168,9 +168,11 @@ class FixedSequence:
     """Non-inferiority of the networks on k inputs, k = D - 1, D - 2, ..., tested in order.
 
     ``table``: one row per k (in test order) with the most frequent kept set (``features``,
-    and ``folds with it``), per metric the mean loss against all D inputs, its one-sided
-    upper confidence bound, the p-value, the smallest loss the design detects with
-    ``power`` (``detectable``), and the ``decision``: "non-inferior", "not shown to be
+    and ``folds with it``); per metric the mean loss against all D inputs, its corrected
+    standard error ``se``, its one-sided upper confidence bound, the p-value, the smallest
+    loss the design detects with ``power`` (``detectable``) and what that would be with
+    infinitely many repeats of the same split (``floor``: the corrected variance keeps its
+    n_test / n_train part); and the ``decision``: "non-inferior", "not shown to be
     non-inferior" (the sequence stops here) or "not tested" (after a stop; the numbers are
     shown, the decision is not made).
     """
@@ -191,6 +193,13 @@ class FixedSequence:
         """The k at which non-inferiority was not shown (None when every k passed)."""
         failed = self.table.index[self.table["decision"] == "not shown to be non-inferior"]
         return int(failed[0]) if len(failed) else None
+
+    @property
+    def verdict(self) -> str:
+        """Short: "non-inferior down to k = 2", or "no k shown non-inferior"."""
+        if self.smallest_k == self.num_features:
+            return "no k shown non-inferior"
+        return f"non-inferior down to k = {self.smallest_k}"
 
     def conclusion(self) -> str:
         """What the sequence shows, in words, from its decisions."""
@@ -250,10 +259,13 @@ def fixed_sequence(reduction: Reduction, ordering: str, margins: dict, *, alpha:
         passed = True
         for name, margin in margins.items():
             test = noninferiority_test(full[name], group[name], reduction.ratio, margin, alpha)
-            row.update({f"loss ({name})": test.loss, f"bound ({name})": test.bound,
-                        f"p ({name})": test.p,
+            row.update({f"loss ({name})": test.loss, f"se ({name})": test.se,
+                        f"bound ({name})": test.bound, f"p ({name})": test.p,
                         f"detectable ({name})": detectable_difference(test.se, test.folds,
-                                                                      alpha, power)})
+                                                                      alpha, power),
+                        f"floor ({name})": detectable_difference(
+                            standard_error_floor(test.se, test.folds, reduction.ratio),
+                            test.folds, alpha, power)})
             passed &= test.non_inferior
         row["decision"] = "not tested" if stopped else (
             "non-inferior" if passed else "not shown to be non-inferior")
