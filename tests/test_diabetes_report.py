@@ -10,7 +10,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from lib.diabetes import figures, importance, report  # noqa: E402
-from lib.kernels import analytic, sobol  # noqa: E402
 
 NAMES = ["a", "b", "c"]
 
@@ -85,40 +84,6 @@ def test_share_same_top_counts_models_with_the_same_leading_order():
         importance.share_same_top(values, NAMES, NAMES, k=4)
 
 
-def test_total_indices_equal_the_sobol_workflow():
-    problem = analytic.ishigami_problem()
-
-    def model(X):  # two outputs: Ishigami and its double
-        y = analytic.ishigami(X)
-        return torch.stack([y, 2 * y], dim=1)
-    result = importance.total_indices(model, problem, 256, num_resamples=10, seed=3)
-    X = sobol.sample(problem, 256, calc_second_order=False, seed=3)
-    expected = sobol.analyze(problem, model(torch.as_tensor(X)), calc_second_order=False,
-                             num_resamples=10, seed=3)
-    assert "S2" not in result
-    for key in ("S1", "ST", "ST_conf"):
-        torch.testing.assert_close(result[key].cpu(), expected[key].cpu())
-    # indices of a scaled output are the same
-    torch.testing.assert_close(result["ST"][:, 0], result["ST"][:, 1])
-
-
-def test_reduction_table_shows_intervals_and_readable_names():
-    tests = pd.DataFrame({"features": ["a, b", "a"], "accuracy": [0.8, 0.7],
-                          "p (accuracy)": [1.0, 0.01234], "loss (accuracy)": [False, True],
-                          "roc_auc": [0.9, 0.8], "p (roc_auc)": [1.0, 0.2],
-                          "loss (roc_auc)": [False, False]},
-                         index=pd.Index([2, 1], name="k"))
-    index = pd.MultiIndex.from_tuples([("Sobol ST", 2), ("Sobol ST", 1)],
-                                      names=["ordering", "k"])
-    summary = pd.DataFrame({(m, part): [v - 0.1 if part == "low" else v] * 2
-                            for m, v in (("accuracy", 0.8), ("roc_auc", 0.9))
-                            for part in ("mean", "low", "high")}, index=index)
-    shown = report.reduction_table(tests, summary)
-    assert "ROC AUC" in shown and "p (ROC AUC)" in shown
-    assert shown.loc[2, "accuracy"] == "0.800 [0.700, 0.800]"
-    assert shown.loc[1, "p (accuracy)"] == 0.012
-
-
 def test_figures_draw_what_they_are_given():
     fig, ax = plt.subplots()
     figures.index_bars(ax, summary_frame(), ["b", "a", "c"])
@@ -131,3 +96,56 @@ def test_figures_draw_what_they_are_given():
     assert [t.get_text() for t in ax.texts] == ["1.0", "0.2", "1.0"]
     assert image.get_array().shape == (2, 2)
     plt.close("all")
+
+
+def test_rank_changes_partners_and_agreement():
+    first = pd.Series([0.5, 0.3, 0.2], index=NAMES, name="ST")
+    second = pd.Series([0.4, 0.2, 0.3], index=NAMES, name="Sh")
+    changes = report.rank_changes(first, second)
+    assert list(changes.index) == ["c", "b"] and list(changes["gain"]) == [1, -1]
+    assert list(changes.loc["c", ["ST", "Sh"]]) == [3, 2]
+    assert report.rank_changes(first, first.rename("again")).empty
+    corr = pd.DataFrame([[1, 0.2, -0.7], [0.2, 1, 0.5], [-0.7, 0.5, 1]], index=NAMES,
+                        columns=NAMES, dtype=float)
+    assert report.strongest_partner(corr, "c") == ("a", -0.7)
+    both = pd.DataFrame({"ST": first, "Sh": second})
+    assert report.agreed_prefix(both) == 1  # a first in both; then b vs c
+    assert report.agreed_prefix(pd.DataFrame({"x": first, "y": first * 2})) == 3
+    assert report.agreed_prefix(pd.DataFrame({"x": first, "y": -first})) == 0
+
+
+def test_convergence_check_compares_with_the_largest_design():
+    study = pd.DataFrame({"N": [64, 64, 128, 128], "index": "ST", "input": ["a", "b"] * 2,
+                          "value": [0.30, 0.50, 0.40, 0.45], "conf": [0.1, 0.2, 0.05, 0.04]})
+    check = report.convergence_check(study, 64)
+    assert check == {"largest_change": pytest.approx(0.1), "largest_conf": 0.2,
+                     "N_max": 128, "same_order": True}
+    with pytest.raises(ValueError, match="N = 32 is not among"):
+        report.convergence_check(study, 32)
+
+
+def test_p_values_in_tables_and_prose():
+    assert report.p_text(0.0341) == "0.034" and report.p_text(2e-5) == "< 0.001"
+    assert report.p_phrase(0.0341) == "p = 0.034" and report.p_phrase(0) == "p < 0.001"
+
+
+def test_equivalence_table_rows_read_as_the_tests():
+    from lib.diabetes import stats
+    a = np.linspace(0.7, 0.8, 10)
+    tests = {"accuracy": stats.equivalence_test(a, a - 0.01, 0.25, 0.05),
+             "roc_auc": stats.equivalence_test(a, a - 0.2, 0.25, 0.05)}
+    table = report.equivalence_table(tests)
+    assert list(table.index) == ["accuracy", "ROC AUC"]
+    assert list(table["verdict"]) == ["equivalent", "not shown to be equivalent"]
+    assert table.loc["accuracy", "90 % CI"] == "[0.010, 0.010]"
+    assert table.loc["accuracy", "p (TOST)"] == "< 0.001"
+
+
+def test_shared_credit_names_the_partner_and_whether_they_trade_places():
+    first = pd.Series([0.5, 0.3, 0.2], index=NAMES, name="ST")
+    second = pd.Series([0.4, 0.2, 0.3], index=NAMES, name="Sh")
+    corr = pd.DataFrame([[1, 0.2, 0.1], [0.2, 1, 0.6], [0.1, 0.6, 1]], index=NAMES,
+                        columns=NAMES, dtype=float)
+    credit = report.shared_credit(report.rank_changes(first, second), corr)
+    assert list(credit.index) == ["c"]
+    assert credit.loc["c"].tolist() == ["b", 0.6, -1]

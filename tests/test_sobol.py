@@ -68,6 +68,11 @@ def test_empirical_marginal_is_the_inverse_empirical_cdf():
                                   [1, 1, 2, 2, 2, 3, 3])
 
 
+def test_an_input_model_needs_as_many_rows_as_inputs():
+    with pytest.raises(ValueError, match="at least as many rows .* got 2 rows for 3 inputs"):
+        sobol.problem_from_data(np.ones((2, 3)))
+
+
 def test_empirical_inputs_reproduce_the_data_marginals():
     rng = np.random.default_rng(0)
     data = np.column_stack([rng.integers(0, 5, 300), rng.normal(size=300)])

@@ -376,6 +376,8 @@ def test_input_models_span_the_observed_values(data):
     assert np.isin(X[:, 4], insulin.to_numpy()).all()
     with pytest.raises(ValueError, match="no observed value"):
         importance.input_models(frame.assign(BMI=np.nan))
+    with pytest.raises(ValueError, match="needs at least as many rows; the table has 5"):
+        importance.input_models(frame.head(5))
 
 
 def test_indices_over_models_summarise_the_model_axis(data, trained):
@@ -411,23 +413,15 @@ def test_feature_reduction_scores_every_ordering_and_k(data):
     # Every ordering's k = 8 network is the same network (trained once).
     full = folds[folds["k"] == 8].groupby("fold")["roc_auc"].nunique()
     assert (full == 1).all()
-    tests = reduction.reduction_tests(study)
-    assert list(tests.index) == [8, 2, 1] and tests.loc[8, "p (accuracy)"] == 1.0
-    assert not tests.loc[8, "loss (accuracy)"] and not tests.loc[8, "loss (roc_auc)"]
+    sequence = reduction.fixed_sequence(study, "Sobol ST", {"accuracy": 0.05},
+                                        ks=[2, 1])
+    assert list(sequence.table.index) == [2, 1]
+    assert sequence.table.loc[2, "features"] == "Glucose, BMI"
+    assert sequence.table.loc[2, "folds with it"] == 2
     summary = reduction.reduction_summary(study)
     assert set(summary.index.get_level_values("ordering")) == {"Sobol ST", "reverse",
                                                                "random (mean)"}
-    assert reduction.smallest_sufficient_k(tests) <= 8
-
-
-def test_smallest_sufficient_k_reads_the_tests():
-    tests = pd.DataFrame({"loss (accuracy)": [False, False, True, False],
-                          "loss (roc_auc)": [False, False, True, True]},
-                         index=pd.Index([8, 3, 2, 1], name="k"))
-    assert reduction.smallest_sufficient_k(tests) == 1
-    assert reduction.smallest_sufficient_k(tests, "roc_auc") == 3
-    with pytest.raises(ValueError, match=r"tested metrics: \['accuracy', 'roc_auc'\]"):
-        reduction.smallest_sufficient_k(tests, "balanced_accuracy")
+    assert 1 <= sequence.smallest_k <= 8
 
 
 @pytest.mark.parametrize("ks, message", [([9], "from 1 to 8"), ([0], "from 1 to 8"),

@@ -80,7 +80,8 @@ def cv_splits(y, n_repeats: int = 5, n_folds: int = 5, val_fraction: float = 0.2
 
 @dataclass
 class CVResult:
-    """Trained models (one per subset and fold; model m = subset * folds + fold) and scores."""
+    """Trained models and their scores: one per subset and fold, model m = subset * folds +
+    fold; with ``fold_of_model``, model m is mask m on fold ``fold_of_model[m]``."""
     model: MLPEnsemble
     metrics: pd.DataFrame  # one row per model: subset, fold, METRICS
     log: TrainLog
@@ -98,25 +99,44 @@ def _check_masks(input_masks, D: int) -> torch.Tensor:
     return masks
 
 
+def _check_folds(fold_of_model, masks: torch.Tensor, F: int) -> torch.Tensor:
+    fold = torch.as_tensor(fold_of_model)
+    if fold.ndim != 1 or fold.numel() != masks.shape[0] or fold.is_floating_point() \
+            or fold.dtype == torch.bool:
+        raise ValueError(f"fold_of_model must hold one integer fold per input mask "
+                         f"({masks.shape[0]}), got {tuple(fold.shape)} of {fold.dtype}")
+    if ((fold < 0) | (fold >= F)).any():
+        raise ValueError(f"fold_of_model must name folds 0 .. {F - 1}; got "
+                         f"{sorted(set(fold.tolist()))[:10]}")
+    return fold.long().cpu()
+
+
 def cross_validate(X, y, splits: CVSplits, config: MLPConfig = MLPConfig(), *,
-                   input_masks=None, seed: int = 0, features=None, desc="train",
-                   chunk_models: int | None = None, show_progress=True) -> CVResult:
+                   input_masks=None, fold_of_model=None, seed: int = 0, features=None,
+                   desc="train", chunk_models: int | None = None,
+                   show_progress=True) -> CVResult:
     """Train one MLP per (feature subset, fold) at once and score each on its fold's test rows.
 
     ``input_masks`` (subsets, D) booleans say which features each subset keeps (default: one
     subset with all). Every subset shares the folds, their preprocessing and, per fold, the
     initial weights (seeded by ``seed`` and the fold), so subsets are compared like for like.
-    Models are trained ``chunk_models`` at a time (default ``TRAIN_CHUNK_MODELS``).
+    With ``fold_of_model`` (one fold per row of ``input_masks``) model m instead trains on
+    fold ``fold_of_model[m]`` with mask m only (its ``subset`` is m): each fold its own
+    feature sets, as a nested selection needs. Models are trained ``chunk_models`` at a time
+    (default ``TRAIN_CHUNK_MODELS``).
     """
     D, F = X.shape[1], splits.num_splits
     masks = _check_masks(torch.ones(1, D) if input_masks is None else input_masks, D)
     prep = fit_preprocessing(X, splits.train, features)
     S = masks.shape[0]
-    fold = torch.arange(F).repeat(S)
-    subset = torch.arange(S).repeat_interleave(F)
+    if fold_of_model is None:
+        fold = torch.arange(F).repeat(S)
+        subset = torch.arange(S).repeat_interleave(F)
+    else:
+        fold, subset = _check_folds(fold_of_model, masks, F), torch.arange(S)
     chunk = chunk_models or TRAIN_CHUNK_MODELS
     parts, logs = [], []
-    for start in range(0, S * F, chunk):
+    for start in range(0, len(fold), chunk):
         f, s = fold[start:start + chunk], subset[start:start + chunk]
         part = MLPEnsemble(D, config.hidden, config.activation,
                            init_seeds=(seed * 100_003 + f).tolist(),
@@ -183,20 +203,23 @@ def cross_validate_logistic(X, y, splits: CVSplits, C: float = 1.0) -> pd.DataFr
 
 
 def cached_cross_validate(X, y, splits: CVSplits, config: MLPConfig = MLPConfig(), *,
-                          input_masks=None, seed: int = 0, features=None, desc="train",
-                          name="tabular-cv") -> CVResult:
-    """``cross_validate``, stored on disk under a key of the data, splits, masks, config,
-    seed and this module's source: a changed input never gets a stale result."""
+                          input_masks=None, fold_of_model=None, seed: int = 0, features=None,
+                          desc="train", name="tabular-cv") -> CVResult:
+    """``cross_validate``, stored on disk under a key of the data, splits, masks, folds,
+    config, seed and this module's source: a changed input never gets a stale result."""
     def digest(t):
         return sha256_bytes(t.detach().cpu().contiguous().numpy().tobytes())
     masks = None if input_masks is None else torch.as_tensor(input_masks, dtype=torch.bool)
+    folds = None if fold_of_model is None else torch.as_tensor(fold_of_model).long()
     key = cache.make_key(X=digest(torch.nan_to_num(X, nan=-1e30)), y=digest(y),
                          splits=[digest(m) for m in (splits.fit, splits.val, splits.test)],
                          masks=None if masks is None else digest(masks),
+                         folds=None if folds is None else digest(folds),
                          config=config.__dict__, seed=seed,
                          lib=imports.closure_digest(__name__),
                          toolchain=cache.toolchain_digest(), torch=torch.__version__)
     result = cache.cached_torch("tabular", name, key, lambda: cross_validate(
-        X, y, splits, config, input_masks=masks, seed=seed, features=features, desc=desc))
+        X, y, splits, config, input_masks=masks, fold_of_model=folds, seed=seed,
+        features=features, desc=desc))
     result.model.to(X.device)
     return result

@@ -60,3 +60,17 @@ def reduction_curves(ax, summary, metric: str, styles: dict) -> None:
                         color=color, alpha=0.15)
     ax.set_xlabel("k (inputs kept)")
     ax.set_ylabel(METRIC_LABELS[metric])
+
+
+def convergence_lines(ax, study, key: str = "ST", order=None) -> None:
+    """One line per input: its ``key`` index against N, with the bootstrap half-width as a
+    band. ``study``: ``folds.index_convergence``'s table; ``order``: the inputs drawn."""
+    part = study[study["index"] == key]
+    for name in (list(order) if order is not None else list(part["input"].unique())):
+        rows = part[part["input"] == name].sort_values("N")
+        line, = ax.plot(rows["N"], rows["value"], "o-", ms=3, lw=1, label=name)
+        ax.fill_between(rows["N"], rows["value"] - rows["conf"],
+                        rows["value"] + rows["conf"], color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("N (base samples)")
+    ax.set_ylabel(key)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..kernels import checks, sobol
+from ..kernels import checks
 from .ensemble import MLPEnsemble
 from .stats import METRICS, binary_metrics
 from .table import FEATURES
@@ -69,6 +69,9 @@ def input_models(frame: pd.DataFrame, features=FEATURES) -> dict:
     marginal, ``dists = "empirical"`` in ``lib.sobol``).
     """
     features = list(features)
+    if len(frame) < len(features):
+        raise ValueError(f"an input model of {len(features)} inputs needs at least as many "
+                         f"rows; the table has {len(frame)}")
     observed = [frame[f].dropna().to_numpy(dtype=float) for f in features]
     empty = [f for f, v in zip(features, observed) if v.size == 0]
     if empty:
@@ -96,19 +99,6 @@ def indices_over_models(result, spread: float = 0.95) -> pd.DataFrame:
         columns[(key, "high")] = values.quantile(1 - tail, dim=1).numpy()
         columns[(key, "conf")] = conf.mean(1).numpy()
     return pd.DataFrame(columns, index=pd.Index(result.names, name="feature"))
-
-
-def total_indices(model, problem, N: int, *, num_resamples: int = 100,
-                  conf_level: float = 0.95, seed: int = 0):
-    """First-order and total Sobol indices (no second order) of every network of ``model``.
-
-    A Saltelli design of ``N`` base samples of ``problem`` (seeded by ``seed``) through all
-    networks at once; bootstrap intervals from ``num_resamples`` resamples with the same
-    seed. Returns the ``SobolResult``, indices (D, networks).
-    """
-    design = sobol.sample(problem, N, calc_second_order=False, seed=seed)
-    return sobol.analyze(problem, sobol.evaluate(model, design), calc_second_order=False,
-                         num_resamples=num_resamples, conf_level=conf_level, seed=seed)
 
 
 def ranked_inputs(summary: pd.DataFrame, key: str = "ST") -> list:

@@ -1,8 +1,16 @@
-"""Feature reduction: retrain on the top-k inputs of a ranking and compare with all inputs.
+"""Feature reduction: retrain on the top-k inputs of a ranking and test it against all inputs.
 
-Baselines show what the ranking is worth: its reverse and random orderings of the same inputs.
+Two designs: ``feature_reduction`` ranks once for all folds (the ranking of the networks of
+every fold, which together saw every row, the test rows included) and adds baselines (the
+reverse and random orderings); ``nested_reduction`` lets each outer fold keep the top-k of
+its own ranking, computed from that fold's network and training rows only, so no test row
+takes part in choosing the inputs it is scored with. ``fixed_sequence`` then asks, for
+k = D - 1, D - 2, ..., 1 in turn, whether the networks on k inputs are non-inferior to the
+network on all D within pre-specified margins, and stops at the first k that fails: every
+k is tested at level alpha and the family-wise error stays at alpha.
 """
 import numbers
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,7 +20,8 @@ import torch
 from ..kernels import checks
 from .cv import CVSplits, cached_cross_validate, cross_validate
 from .ensemble import MLPConfig
-from .stats import METRICS, corrected_ttest, summarize
+from .stats import (METRIC_LABELS, METRICS, check_level, check_margin, detectable_difference,
+                    noninferiority_test, standard_error_floor, summarize)
 from .table import FEATURES
 
 
@@ -99,45 +108,169 @@ def _random_mean(folds: pd.DataFrame) -> pd.DataFrame:
 
 
 def reduction_summary(reduction: Reduction, conf_level: float = 0.95) -> pd.DataFrame:
-    """Mean and corrected CI per (ordering, k) for "Sobol ST", "reverse" and the random mean."""
+    """Mean and corrected CI per (ordering, k): every ordering but the random ones, which
+    are averaged per fold into one ordering "random (mean)"."""
     folds = reduction.folds
-    kept = folds[folds["ordering"].isin(["Sobol ST", "reverse"])]
+    kept = folds[~folds["ordering"].str.startswith("random")]
     table = pd.concat([kept, _random_mean(folds)], ignore_index=True)
     return summarize(table, reduction.ratio, by=("ordering", "k"), conf_level=conf_level)
 
 
-def reduction_tests(reduction: Reduction, ordering: str = "Sobol ST", alpha: float = 0.05,
-                    metrics=("accuracy", "roc_auc")) -> pd.DataFrame:
-    """Is keeping k features significantly worse than keeping all? One row per k.
+NESTED = "nested Sobol ST"
 
-    For each k of ``ordering`` and each metric, the one-sided corrected resampled t-test of
-    the fold-wise differences (all features - k features), H1: the reduced network scores
-    lower. Columns: the kept features, then per metric its mean, its p-value
-    ``p (metric)`` and ``loss (metric)``: whether the loss is significant at ``alpha``.
+
+def nested_reduction(X, y, splits: CVSplits, fold_rankings, config: MLPConfig = MLPConfig(),
+                     *, features=FEATURES, ks=None, seed: int = 0,
+                     cached: bool = True) -> Reduction:
+    """Retrain every fold on the top-k inputs of its own ranking, for every k.
+
+    ``fold_rankings``: one ranking per fold (all features, most important first), computed
+    from that fold's training rows only (e.g. ``folds.rankings`` of the fold networks under
+    their folds' input models). Fold f's network on k inputs keeps the first k of ranking
+    f and is trained and scored on fold f's rows, with the fold's preprocessing and initial
+    weights; a feature set met twice in a fold is trained once. The ordering is named
+    ``NESTED`` in the result.
     """
+    features = list(features)
+    fold_rankings = [_check_ranking(r, features) for r in fold_rankings]
+    if len(fold_rankings) != splits.num_splits:
+        raise ValueError(f"need one ranking per fold ({splits.num_splits}); got "
+                         f"{len(fold_rankings)}")
+    ks = _check_ks(ks, len(features))
+    models = {}  # (fold, kept features) -> model number
+    plan = []
+    for fold, order in enumerate(fold_rankings):
+        for k in ks:
+            kept = frozenset(order[:k])
+            plan.append((k, fold, models.setdefault((fold, kept), len(models))))
+    masks = torch.zeros(len(models), len(features), dtype=torch.bool)
+    for (fold, kept), m in models.items():
+        masks[m, [features.index(f) for f in kept]] = True
+    fold_of_model = torch.tensor([fold for fold, _ in models])
+    run = cached_cross_validate if cached else cross_validate
+    cv = run(X, y, splits, config, input_masks=masks, fold_of_model=fold_of_model, seed=seed,
+             features=features, desc="nested reduction",
+             **({"name": "tabular-nested"} if cached else {}))
+    names = {m: ", ".join(f for f in features if f in kept) for (_, kept), m in models.items()}
+    scores = cv.metrics.set_index("subset")
+    folds = pd.DataFrame(plan, columns=["k", "fold", "model"])
+    folds.insert(0, "ordering", NESTED)
+    folds["features"] = folds["model"].map(names)
+    for name in METRICS:
+        folds[name] = folds["model"].map(scores[name])
+    folds = folds[["ordering", "k", "fold", "features", *METRICS]]
+    return Reduction(folds, {NESTED: "per fold"}, splits.test_train_ratio(), len(features),
+                     len(models))
+
+
+@dataclass
+class FixedSequence:
+    """Non-inferiority of the networks on k inputs, k = D - 1, D - 2, ..., tested in order.
+
+    ``table``: one row per k (in test order) with the most frequent kept set (``features``,
+    and ``folds with it``); per metric the mean loss against all D inputs, its corrected
+    standard error ``se``, its one-sided upper confidence bound, the p-value, the smallest
+    loss the design detects with ``power`` (``detectable``) and what that would be with
+    infinitely many repeats of the same split (``floor``: the corrected variance keeps its
+    n_test / n_train part); and the ``decision``: "non-inferior", "not shown to be
+    non-inferior" (the sequence stops here) or "not tested" (after a stop; the numbers are
+    shown, the decision is not made).
+    """
+    table: pd.DataFrame
+    num_features: int
+    margins: dict
+    alpha: float
+    power: float
+
+    @property
+    def smallest_k(self) -> int:
+        """The smallest k shown non-inferior; D when no input could be dropped."""
+        passed = self.table.index[self.table["decision"] == "non-inferior"]
+        return int(passed.min()) if len(passed) else self.num_features
+
+    @property
+    def stopped_at(self):
+        """The k at which non-inferiority was not shown (None when every k passed)."""
+        failed = self.table.index[self.table["decision"] == "not shown to be non-inferior"]
+        return int(failed[0]) if len(failed) else None
+
+    @property
+    def verdict(self) -> str:
+        """Short: "non-inferior down to k = 2", or "no k shown non-inferior"."""
+        if self.smallest_k == self.num_features:
+            return "no k shown non-inferior"
+        return f"non-inferior down to k = {self.smallest_k}"
+
+    def conclusion(self) -> str:
+        """What the sequence shows, in words, from its decisions."""
+        D, k, stop = self.num_features, self.smallest_k, self.stopped_at
+        margins = " and ".join(f"{100 * margin:g} points of {METRIC_LABELS[name]}"
+                               for name, margin in self.margins.items())
+        if stop is None:
+            return (f"the networks are non-inferior to the network on all {D} inputs at "
+                    f"every k down to a single input (margins {margins})")
+        if k == D:
+            return (f"non-inferiority within {margins} is not shown even for k = {stop}: "
+                    f"the data do not show that any input can be dropped")
+        return (f"the networks on k = {k} or more inputs are non-inferior to the network on "
+                f"all {D} (margins {margins}); at k = {stop} non-inferiority is not shown "
+                f"and the sequence stops")
+
+
+def _kept_sets(group: pd.DataFrame) -> tuple:
+    counts = Counter(group["features"])
+    features, count = counts.most_common(1)[0]
+    return features, count
+
+
+def fixed_sequence(reduction: Reduction, ordering: str, margins: dict, *, alpha: float = 0.05,
+                   power: float = 0.8, ks=None) -> FixedSequence:
+    """The fixed-sequence non-inferiority procedure over k for one ordering of a reduction.
+
+    ``margins``: ``{metric: margin}``, e.g. ``{"accuracy": 0.05, "roc_auc": 0.05}``, each in
+    (0, 1). At each k the networks on k inputs must be non-inferior in every metric at once
+    (one-sided corrected tests at ``alpha``, ``stats.noninferiority_test``; an
+    intersection-union test, which needs no further correction); k runs from ``ks`` (default
+    D - 1 down to 1, in that order) and the first k that fails ends the sequence, which keeps
+    the family-wise error at ``alpha``. Pre-specify margins, ``alpha`` and the order.
+    """
+    if not margins:
+        raise ValueError("give at least one margin, e.g. {'accuracy': 0.05}")
+    for name, margin in margins.items():
+        checks.choice("metric", name, METRICS)
+        check_margin(f"margin of {name}", margin)
+    alpha, power = check_level("alpha", alpha), check_level("power", power)
     folds = reduction.folds[reduction.folds["ordering"] == ordering]
     if folds.empty:
         raise ValueError(f"unknown ordering {ordering!r}; valid: "
-                         f"{', '.join(reduction.orderings)}")
-    full = folds[folds["k"] == reduction.num_features].set_index("fold")
+                         f"{', '.join(sorted(set(reduction.folds['ordering'])))}")
+    D = reduction.num_features
+    full = folds[folds["k"] == D].set_index("fold").sort_index()
     if full.empty:
-        raise ValueError(f"the experiment has no k = {reduction.num_features} (all features) "
-                         f"to compare with; include it in ks")
-    rows = []
-    for k, group in folds.groupby("k", sort=False):
-        group = group.set_index("fold").loc[full.index]
-        row = {"k": k, "features": group["features"].iloc[0]}
-        for name in metrics:
-            _, p = corrected_ttest(full[name], group[name], reduction.ratio, "greater")
-            row[name], row[f"p ({name})"], row[f"loss ({name})"] = group[name].mean(), p, p < alpha
+        raise ValueError(f"the experiment has no k = {D} (all features) to compare with; "
+                         f"include it in ks")
+    order = [k for k in range(D - 1, 0, -1) if k in set(folds["k"])] if ks is None \
+        else _check_ks(ks, D - 1)
+    rows, stopped = [], False
+    for k in order:
+        group = folds[folds["k"] == k].set_index("fold").loc[full.index]
+        features, count = _kept_sets(group)
+        row = {"k": k, "features": features, "folds with it": count}
+        passed = True
+        for name, margin in margins.items():
+            test = noninferiority_test(full[name], group[name], reduction.ratio, margin, alpha)
+            row.update({f"loss ({name})": test.loss, f"se ({name})": test.se,
+                        f"bound ({name})": test.bound, f"p ({name})": test.p,
+                        f"detectable ({name})": detectable_difference(test.se, test.folds,
+                                                                      alpha, power),
+                        f"floor ({name})": detectable_difference(
+                            standard_error_floor(test.se, test.folds, reduction.ratio),
+                            test.folds, alpha, power)})
+            passed &= test.non_inferior
+        row["decision"] = "not tested" if stopped else (
+            "non-inferior" if passed else "not shown to be non-inferior")
+        stopped |= not passed
         rows.append(row)
-    return pd.DataFrame(rows).set_index("k")
+    return FixedSequence(pd.DataFrame(rows).set_index("k"), D, dict(margins), alpha, power)
 
 
-def smallest_sufficient_k(tests: pd.DataFrame, metric: str = "accuracy") -> int:
-    """The smallest k without a significant loss in ``metric`` (from ``reduction_tests``)."""
-    column = f"loss ({metric})"
-    if column not in tests:
-        raise ValueError(f"the tests hold no {column!r}; tested metrics: "
-                         f"{[c[6:-1] for c in tests.columns if c.startswith('loss (')]}")
-    return int(tests.index[~tests[column].astype(bool)].min())

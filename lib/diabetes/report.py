@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from .stats import interval_table
+from .stats import METRIC_LABELS, interval_table
+from .table import FEATURES
 
 
 def index_table(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -76,6 +77,16 @@ def agreement_table(measures: pd.DataFrame, reference: str, digits: int = 3) -> 
     return table, rho
 
 
+def agreed_prefix(measures: pd.DataFrame) -> int:
+    """The largest k such that, for every j <= k, all columns of ``measures`` (one per
+    importance measure, larger = more important) have the same j leading inputs as a set."""
+    orders = [list(measures[c].sort_values(ascending=False).index) for c in measures]
+    k = 0
+    while k < len(measures) and len({frozenset(o[:k + 1]) for o in orders}) == 1:
+        k += 1
+    return k
+
+
 def seed_table(rankings: dict) -> pd.DataFrame:
     """``{seed: inputs, most important first}`` -> one column per seed, one row per rank."""
     lengths = {len(order) for order in rankings.values()}
@@ -95,16 +106,142 @@ def stable_prefix(table: pd.DataFrame) -> int:
     return stable
 
 
-def reduction_table(tests: pd.DataFrame, summary: pd.DataFrame,
-                    ordering: str = "Sobol ST") -> pd.DataFrame:
-    """``reduction.reduction_tests`` with the metrics as "mean [low, high]" cells.
+def _metric_cells(table: pd.DataFrame, name: str, digits: int) -> dict:
+    return {(METRIC_LABELS[name], "loss"): table[f"loss ({name})"].round(digits),
+            (METRIC_LABELS[name], "bound"): table[f"bound ({name})"].round(digits),
+            (METRIC_LABELS[name], "p"): [p_text(p, digits) for p in table[f"p ({name})"]]}
 
-    The corrected intervals come from ``reduction.reduction_summary`` for ``ordering``;
-    p-values are rounded to 3 digits and the columns named for the reader.
+
+def _kept_text(kept: str, features) -> str:
+    """"a, b" as it is, or "all but c, d" when that is shorter to read."""
+    names = kept.split(", ")
+    dropped = [f for f in features if f not in names]
+    return kept if len(names) <= len(dropped) else "all but " + ", ".join(dropped)
+
+
+def sequence_table(sequence, digits: int = 3, features=FEATURES) -> pd.DataFrame:
+    """A ``reduction.FixedSequence`` as the chapter shows it, one row per k in test order.
+
+    Columns: the inputs kept, or "all but ..." the ones dropped when that is shorter (with,
+    for a nested reduction, how many folds kept that set when not all did),
+    per metric the mean loss against all inputs, its one-sided upper bound and the p-value,
+    and the decision.
     """
-    shown = tests.copy()
-    for name in ("accuracy", "roc_auc"):
-        shown[name] = interval_table(summary.loc[ordering], names=[name])[name]
-        shown[f"p ({name})"] = shown[f"p ({name})"].round(3)
-    return shown.rename(columns={"roc_auc": "ROC AUC", "p (roc_auc)": "p (ROC AUC)",
-                                 "loss (roc_auc)": "loss (ROC AUC)"})
+    table = sequence.table
+    folds = int(table["folds with it"].max())
+    kept = [_kept_text(f, features) + ("" if n == folds else f" ({n} folds)")
+            for f, n in zip(table["features"], table["folds with it"])]
+    columns = {("", "inputs (most folds)"): kept}
+    for name in sequence.margins:
+        columns.update(_metric_cells(table, name, digits))
+    columns[("", "decision")] = table["decision"]
+    shown = pd.DataFrame(columns, index=table.index)
+    shown.columns = pd.MultiIndex.from_tuples(shown.columns)
+    return shown
+
+
+def step_words(sequence, k: int) -> str:
+    """One k of a ``FixedSequence`` in words: the inputs most folds kept, and per metric
+    the mean loss, its upper bound and the p-value, e.g. "k = 2 (Glucose, BMI; accuracy:
+    loss 0.009, upper bound 0.037, p = 0.010; ...)"."""
+    row = sequence.table.loc[k]
+    parts = [f"{METRIC_LABELS[name]}: loss {row[f'loss ({name})']:.3f}, upper bound "
+             f"{row[f'bound ({name})']:.3f}, {p_phrase(row[f'p ({name})'])}"
+             for name in sequence.margins]
+    return f"k = {k} ({row['features']}; " + "; ".join(parts) + ")"
+
+
+def sequence_comparison(sequences: dict, digits: int = 3) -> pd.DataFrame:
+    """Several ``FixedSequence`` of the same ks side by side: per k and metric the mean
+    loss of each, and each one's decision. ``sequences``: ``{label: FixedSequence}``."""
+    columns = {}
+    first = next(iter(sequences.values()))
+    for name in first.margins:
+        for label, sequence in sequences.items():
+            columns[(f"loss of {METRIC_LABELS[name]}", label)] = \
+                sequence.table[f"loss ({name})"].round(digits)
+    for label, sequence in sequences.items():
+        columns[("decision", label)] = sequence.table["decision"]
+    shown = pd.DataFrame(columns)
+    shown.columns = pd.MultiIndex.from_tuples(shown.columns)
+    return shown
+
+
+def rank_changes(first: pd.Series, second: pd.Series) -> pd.DataFrame:
+    """Inputs whose rank (1 = largest) differs between two measures of importance.
+
+    One row per such input: its rank under each measure and ``gain`` (how many places it
+    moves up under ``second``), largest gain first; empty when the orders agree.
+    """
+    ranks = pd.DataFrame({first.name or "first": first.rank(ascending=False, method="min"),
+                          second.name or "second": second.rank(ascending=False,
+                                                               method="min")}).astype(int)
+    ranks["gain"] = ranks.iloc[:, 0] - ranks.iloc[:, 1]
+    return ranks[ranks["gain"] != 0].sort_values("gain", ascending=False, kind="stable")
+
+
+def strongest_partner(correlation: pd.DataFrame, name: str) -> tuple:
+    """(partner, rho): the other input most strongly correlated (by |rho|) with ``name``."""
+    others = correlation[name].drop(name)
+    partner = others.abs().idxmax()
+    return partner, float(others[partner])
+
+
+def shared_credit(changes: pd.DataFrame, correlation: pd.DataFrame) -> pd.DataFrame:
+    """For each input that moves up in ``rank_changes``'s table: its most correlated partner.
+
+    Columns ``partner``, ``rho`` and ``partner gain`` (how many places the partner moves up,
+    0 when its rank does not change, negative when it moves down: the two traded places).
+    """
+    rows = {}
+    for name in changes.index[changes["gain"] > 0]:
+        partner, rho = strongest_partner(correlation, name)
+        gain = int(changes.loc[partner, "gain"]) if partner in changes.index else 0
+        rows[name] = {"partner": partner, "rho": rho, "partner gain": gain}
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=["partner", "rho", "partner gain"])
+
+
+def convergence_check(study: pd.DataFrame, N: int, key: str = "ST") -> dict:
+    """How far ``key`` at ``N`` is from its value at the largest N of ``folds.index_convergence``.
+
+    Returns ``largest_change`` (max over inputs of |value(N) - value(N_max)|), ``largest_conf``
+    (the largest bootstrap half-width at N), ``N_max`` and ``same_order`` (whether the inputs
+    rank the same at N and at N_max).
+    """
+    part = study[study["index"] == key]
+    if N not in set(part["N"]):
+        raise ValueError(f"N = {N} is not among the sizes of the study: {sorted(set(part['N']))}")
+    N_max = int(part["N"].max())
+    at = part[part["N"] == N].set_index("input")
+    last = part[part["N"] == N_max].set_index("input").loc[at.index]
+    order = list(at["value"].sort_values(ascending=False).index)
+    return {"largest_change": float((at["value"] - last["value"]).abs().max()),
+            "largest_conf": float(at["conf"].max()), "N_max": N_max,
+            "same_order": order == list(last["value"].sort_values(ascending=False).index)}
+
+
+def p_text(p: float, digits: int = 3) -> str:
+    """A p-value as text: rounded to ``digits``, or "< 0.001" (for 3 digits) below that."""
+    smallest = 10 ** -digits
+    return f"< {smallest:.{digits}f}" if p < smallest else f"{p:.{digits}f}"
+
+
+def p_phrase(p: float, digits: int = 3) -> str:
+    """"p = 0.034", or "p < 0.001" (for 3 digits) when p rounds to 0, for the prose."""
+    text = p_text(p, digits)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
+def equivalence_table(tests: dict, digits: int = 3) -> pd.DataFrame:
+    """``{metric: stats.EquivalenceTest}`` as one row per metric: the mean difference, its
+    (1 - 2 alpha) interval, the margin, the TOST p-value and the verdict."""
+    rows = {}
+    for name, test in tests.items():
+        level = round(100 * (1 - 2 * test.alpha))
+        rows[METRIC_LABELS.get(name, name)] = {
+            "difference": round(test.difference, digits),
+            f"{level} % CI": f"[{test.low:.{digits}f}, {test.high:.{digits}f}]",
+            "margin": f"±{test.margin:g}", "p (TOST)": p_text(test.p, digits),
+            "verdict": test.verdict}
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -75,7 +75,12 @@ def g_function(X, a=G_FUNCTION_A):
     xp = _xp(X)
     a = xp.asarray(a, dtype=X.dtype) if xp is np else torch.as_tensor(a, dtype=X.dtype,
                                                                         device=X.device)
-    return xp.prod((xp.abs(4 * X - 2) + a) / (1 + a), axis=1)
+    factors = 4 * X  # then in place: the same operations, without their temporaries
+    factors -= 2
+    xp.abs(factors, out=factors)
+    factors += a
+    factors /= 1 + a
+    return xp.prod(factors, axis=1)
 
 
 def g_function_indices(a=G_FUNCTION_A) -> dict:

@@ -117,6 +117,11 @@ def problem_from_data(data, names=None) -> dict:
             raise ValueError(f"data must be 2-D (observations x inputs), got shape {array.shape}")
         columns = list(array.T)
         names = [f"x{i + 1}" for i in range(len(columns))] if names is None else list(names)
+    rows = len(columns[0]) if columns else 0
+    if rows < len(columns):
+        raise ValueError(f"data must have at least as many rows (observations) as columns "
+                         f"(inputs) to serve as an input model; got {rows} rows for "
+                         f"{len(columns)} inputs")
     problem = {"num_vars": len(columns), "names": names, "bounds": columns,
                "dists": ["empirical"] * len(columns)}
     return check_problem(problem)

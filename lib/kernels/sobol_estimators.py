@@ -301,3 +301,28 @@ def estimate_indices(blocks: SaltelliBlocks, *, num_resamples: int = 100,
         result[key], result[key + "_conf"] = estimate, conf
     out_shape = tuple(blocks.A.shape[1:])
     return {k: v.reshape(v.shape[:-1] + out_shape) for k, v in result.items()}
+
+
+def point_indices(blocks: SaltelliBlocks, chunk_size: int | None = None) -> dict:
+    """The estimates of ``estimate_indices`` without their bootstrap: S1, ST (D, K...) and,
+    with ``blocks.BA``, S2 (D, D, K...), float64 on the blocks' device.
+
+    For many independent designs at once (one per output column), as randomised QMC needs.
+    """
+    flat = _flat_blocks(blocks)
+    N, D, K = flat.AB.shape
+    if N < 2:
+        raise ValueError(f"need at least 2 base samples (N >= 2), got N={N}")
+    pairs = _pair_index(D, flat.A.device)
+    num_terms = _num_terms(D, flat.BA is not None)
+    chunk_size = chunk_size or max(1, TERMS_BUDGET_BYTES // (8 * num_terms * K))
+    slices = _row_slices(N, int(chunk_size))
+    mean, std = _pooled_moments(flat, slices)
+    std = torch.where(std > 0, std, 1.0)
+    ones = torch.ones(1, N, dtype=torch.float64)
+    M = _term_means(flat, mean, std, ones, pairs, slices)
+    result = {}
+    for key, values in _indices_from_means(M, D, pairs, flat.BA is not None).items():
+        result[key] = _full_pairs(values[0], D, pairs) if key == "S2" else values[0]
+    out_shape = tuple(blocks.A.shape[1:])
+    return {k: v.reshape(v.shape[:-1] + out_shape) for k, v in result.items()}
