@@ -317,10 +317,11 @@ def point_indices(blocks: SaltelliBlocks, chunk_size: int | None = None) -> dict
     num_terms = _num_terms(D, flat.BA is not None)
     chunk_size = chunk_size or max(1, TERMS_BUDGET_BYTES // (8 * num_terms * K))
     slices = _row_slices(N, int(chunk_size))
-    mean, std = _pooled_moments(flat, slices)
+    scale = _output_scales(flat, slices)
+    mean, std = _pooled_moments(flat, slices, scale)
     std = torch.where(std > 0, std, 1.0)
     ones = torch.ones(1, N, dtype=torch.float64)
-    M = _term_means(flat, mean, std, ones, pairs, slices)
+    M = _term_means(flat, scale, mean, std, ones, pairs, slices)
     result = {}
     for key, values in _indices_from_means(M, D, pairs, flat.BA is not None).items():
         result[key] = _full_pairs(values[0], D, pairs) if key == "S2" else values[0]
