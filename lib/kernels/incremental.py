@@ -450,7 +450,8 @@ def cell_sensitivities(engine, target, delta, image, cell, *, scheme="forward", 
             if not automatic or chunk_size == 1:
                 raise
             chunk_size //= 2  # the estimate was too optimistic: retry with smaller batches
-            torch.cuda.empty_cache()
+            if images.device.type == "cuda":
+                torch.cuda.empty_cache()
             continue
         if bar is not None:
             bar.update(stop - start)
@@ -772,6 +773,9 @@ def _trace(model, example):
         graphs.append(graph)
     if str(graphs[0]) != str(graphs[1]) or not _mutations_are_local(graphs[1], model):
         return None
+    if any(_mutated_argument(n, model) is not None and not _has_pure_form(n)
+           for n in graphs[1].nodes):
+        return None
     placeholders = [n for n in graphs[1].nodes if n.op == "placeholder"]
     if any(not n.args for n in placeholders[1:]):
         return None
@@ -779,8 +783,12 @@ def _trace(model, example):
 
 
 def _whole_model_graph(model):
+    """A graph of one node, the whole model: every batch runs as whole forwards."""
+    def whole_model(images):
+        return model(images)
+
     graph = fx.Graph()
-    graph.output(graph.call_function(model, (graph.placeholder("images"),)))
+    graph.output(graph.call_function(whole_model, (graph.placeholder("images"),)))
     return graph
 
 
@@ -885,6 +893,18 @@ def _returns_new_tensor(node, root):
     if node.op == "call_method":
         return node.target in _ELEMENTWISE_METHODS - {"contiguous"}
     return False
+
+
+def _has_pure_form(node):
+    """Whether an in-place ``node`` has an out-of-place counterpart."""
+    if node.op == "call_method":
+        return hasattr(torch.Tensor, node.target[:-1]) if node.target.endswith("_") else True
+    if node.op == "call_function":
+        name = getattr(node.target, "__name__", "")
+        if node.target in _IN_PLACE_OPERATORS or not name.endswith("_"):
+            return True
+        return any(callable(getattr(namespace, name[:-1], None)) for namespace in (torch, F))
+    return True
 
 
 def _pure_function(node, root):
