@@ -29,6 +29,7 @@ about 90 MB, ResNet-18: about 40 MB); :func:`incremental_fd_sensitivity` passes 
 holds in addition ``K`` copies of the regions of two consecutive layers and, after the switch
 to whole maps, ``K`` whole maps of two consecutive layers, like a forward of ``K`` images.
 """
+import contextlib
 import copy
 import inspect
 import operator
@@ -84,6 +85,8 @@ class IncrementalEngine:
         full_macs_per_image: multiply-adds of convolutions and linear layers in one forward.
         macs: multiply-adds of convolutions and linear layers spent by :meth:`outputs` since
             the last :meth:`set_images`.
+        last_regions: ``{layer name: (rows, columns)}``, the region computed by each
+            sliding-window layer in the last batch (layers computed whole are absent).
     """
 
     def __init__(self, model, example):
@@ -100,6 +103,7 @@ class IncrementalEngine:
         self._aranges = {}
         self.images = None
         self.incremental = False
+        self.last_regions = {}
 
     def set_images(self, images):
         """Run the reference forward of ``images`` (``B x C x H x W``), storing its maps."""
@@ -152,6 +156,7 @@ class IncrementalEngine:
         Returns what the model returns for a ``K``-image batch.
         """
         self._image = image
+        self.last_regions = {}
         env = {}
         for index, node in enumerate(self._nodes):
             kind = self._kind[node]
@@ -178,7 +183,7 @@ class IncrementalEngine:
                             dynamic, value)
         if kind is None or not region_inputs:
             return "generic"
-        if kind in ("conv", "maxpool", "avgpool", "pointwise"):
+        if kind in ("conv", "maxpool", "avgpool", "pointwise", "pad"):
             if len(dynamic) != 1:
                 return "generic"
         self._may_be_region.add(node)
@@ -188,7 +193,7 @@ class IncrementalEngine:
 
     def _store_regions_of(self, node, env):
         """Keep the maps that ``node`` reads around a region (or as a whole map)."""
-        if self._kind[node] in ("pointwise", "shape", "static"):
+        if self._kind[node] in ("pointwise", "pad", "shape", "static"):
             return
         for source in node.all_input_nodes:
             if source in self._may_be_region and source not in self._stored:
@@ -235,6 +240,14 @@ class IncrementalEngine:
             return self._run_generic(node, env)
         values = self._call(node, env, {source: region.values})
         return _Region(values, region.top, region.left)
+
+    def _run_pad(self, node, env):
+        """Constant padding moves a region by the padding before it; the new border is fixed."""
+        region = env[node.args[0]]
+        if not isinstance(region, _Region):
+            return self._run_generic(node, env)
+        pad = _constant_padding(node)
+        return _Region(region.values, region.top + pad[2], region.left + pad[0])
 
     def _run_binary(self, node, env):
         first, second = [n for n in node.all_input_nodes if self._kind[n] != "static"]
@@ -303,6 +316,7 @@ class IncrementalEngine:
                 cols = cols.to(window.device)[start[1][:, None] + self._arange(size[1])]
                 values = values / (rows[:, None, :, None] * cols[:, None, None, :]).to(
                     values.dtype)
+        self.last_regions[node.name] = tuple(size)
         return _Region(values, start[0], start[1])
 
     # -- gathering maps ------------------------------------------------------------------------
@@ -565,6 +579,8 @@ def _region_kind(node, root, env, static, dynamic, value):
                                   args["dilation"]) is not None):
             return "conv"
         return None
+    if node.op == "call_function" and node.target is F.pad:
+        return "pad" if _constant_padding(node) is not None else None
     arithmetic = ((node.op == "call_function" and node.target in _ARITHMETIC_FUNCTIONS)
                   or (node.op == "call_method" and node.target in _ARITHMETIC_METHODS))
     if arithmetic and len(dynamic) == 2:
@@ -616,6 +632,16 @@ def _conv_call_arguments(node):
     defaults = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
     args = dict(defaults, **dict(zip(names, node.args)), **node.kwargs)
     return args
+
+
+def _constant_padding(node):
+    """``F.pad``'s (left, right, top, bottom) where it pads rows and columns with a constant."""
+    args = dict(zip(("input", "pad", "mode", "value"), node.args), **node.kwargs)
+    pad = args.get("pad")
+    if (args.get("mode", "constant") != "constant" or not isinstance(pad, (tuple, list))
+            or len(pad) != 4 or not all(type(p) is int and p >= 0 for p in pad)):
+        return None
+    return tuple(pad)
 
 
 def _conv_padding(padding, kernel, dilation):
@@ -741,6 +767,10 @@ class _ConcreteShapeTracer(fx.Tracer):
 
     def concrete(self, node):
         """The example's value at ``node``, evaluating the graph built so far in order."""
+        with _untraced_modules():
+            return self._evaluate_up_to(node)
+
+    def _evaluate_up_to(self, node):
         for earlier in self.graph.nodes:
             if earlier not in self.values:
                 if earlier.op == "placeholder":
@@ -753,6 +783,20 @@ class _ConcreteShapeTracer(fx.Tracer):
             if earlier is node:
                 return self.values[node]
         raise RuntimeError(f"node {node} is not in the graph")
+
+
+# Tracing replaces these to record module calls; evaluating the example needs the originals.
+_MODULE_CALL, _MODULE_GETATTR = nn.Module.__call__, nn.Module.__getattr__
+
+
+@contextlib.contextmanager
+def _untraced_modules():
+    traced = nn.Module.__call__, nn.Module.__getattr__
+    nn.Module.__call__, nn.Module.__getattr__ = _MODULE_CALL, _MODULE_GETATTR
+    try:
+        yield
+    finally:
+        nn.Module.__call__, nn.Module.__getattr__ = traced
 
 
 def _trace(model, example):
