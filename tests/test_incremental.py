@@ -3,6 +3,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import DenseNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from lib import models
@@ -149,6 +150,16 @@ def test_torchvision_resnet18():
     model, x = randomized(torchvision.models.resnet18(num_classes=NUM_CLASSES)), images(1, 3, 32, 32)
     assert uses_regions(model, x)
     ours, brute = both(model, x, 1, 0.1, patch=8, channels="each", chunk_size=24)
+    torch.testing.assert_close(ours, brute, **EXACT)
+
+
+def test_concatenating_network():
+    """torchvision's DenseNet: every layer concatenates all earlier maps of its block."""
+    model = randomized(DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8,
+                                bn_size=2, num_classes=NUM_CLASSES))
+    x = images(1, 3, 16, 16)
+    assert uses_regions(model, x)
+    ours, brute = both(model, x, 1, 0.1, channels="all")
     torch.testing.assert_close(ours, brute, **EXACT)
 
 

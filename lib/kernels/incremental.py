@@ -89,6 +89,7 @@ class IncrementalEngine:
             sliding-window layer in the last batch (layers computed whole are absent).
     """
 
+    @torch.inference_mode()
     def __init__(self, model, example):
         self._model = model
         graph = _trace(model, example[:1])
@@ -105,6 +106,7 @@ class IncrementalEngine:
         self.incremental = False
         self.last_regions = {}
 
+    @torch.inference_mode()
     def set_images(self, images):
         """Run the reference forward of ``images`` (``B x C x H x W``), storing its maps."""
         self.images = images
@@ -147,6 +149,7 @@ class IncrementalEngine:
         self.stored_bytes = sum(rows.nbytes for rows in self._stored.values())
         return self
 
+    @torch.inference_mode()
     def outputs(self, image, top, left, values):
         """The model's outputs for ``K`` perturbed images.
 
@@ -249,21 +252,25 @@ class IncrementalEngine:
         pad = _constant_padding(node)
         return _Region(region.values, region.top + pad[2], region.left + pad[0])
 
-    def _run_binary(self, node, env):
-        first, second = [n for n in node.all_input_nodes if self._kind[n] != "static"]
-        a, b = env[first], env[second]
-        if not (isinstance(a, _Region) and isinstance(b, _Region)):
+    def _run_union(self, node, env):
+        """An element-wise operation (or concatenation) of several maps, on their regions'
+        union."""
+        sources = [n for n in node.all_input_nodes if self._kind[n] != "static"]
+        regions = [env[n] for n in sources]
+        if not all(isinstance(r, _Region) for r in regions):
             return self._run_generic(node, env)
-        if (a.values.shape == b.values.shape and torch.equal(a.top, b.top)
-                and torch.equal(a.left, b.left)):
-            return _Region(self._call(node, env, {first: a.values, second: b.values}),
-                           a.top, a.left)
-        height, width = self._shape[first][-2:]
-        top, rows = _union(a.top, a.values.shape[-2], b.top, b.values.shape[-2], height)
-        left, cols = _union(a.left, a.values.shape[-1], b.left, b.values.shape[-1], width)
-        values = self._call(node, env, {
-            first: self._gather(first, a, top, left, rows, cols),
-            second: self._gather(second, b, top, left, rows, cols)})
+        first = regions[0]
+        if all(r.values.shape[-2:] == first.values.shape[-2:] and torch.equal(r.top, first.top)
+               and torch.equal(r.left, first.left) for r in regions[1:]):
+            values = self._call(node, env, {n: r.values for n, r in zip(sources, regions)})
+            return _Region(values, first.top, first.left)
+        height, width = self._shape[sources[0]][-2:]
+        top, rows = _union([r.top for r in regions], [r.values.shape[-2] for r in regions],
+                           height)
+        left, cols = _union([r.left for r in regions], [r.values.shape[-1] for r in regions],
+                            width)
+        values = self._call(node, env, {n: self._gather(n, r, top, left, rows, cols)
+                                        for n, r in zip(sources, regions)})
         return _Region(values, top, left)
 
     def _run_conv(self, node, env):
@@ -407,20 +414,20 @@ def incremental_fd_sensitivity(model, x, target, delta, *, scheme="forward", pat
     batch, num_channels, height, width = x.shape
     target = torch.as_tensor(target, device=x.device).long().expand(batch)
     with torch.inference_mode():
-        engine = IncrementalEngine(model, x)
-        if require_graph and not engine.set_images(x[:1]).incremental:
+        engine = IncrementalEngine(model, x).set_images(x[:1])
+        if require_graph and not engine.incremental:
             return None
+        per_image = max(engine.stored_bytes, 1)
+        images_per_pass = max(1, min(batch, STORED_BYTES_PER_PASS // per_image))
         cells_per_image = (num_channels if channels == "each" else 1) * (height // patch) * (
             width // patch)
         per_cell = torch.empty(batch, cells_per_image, dtype=x.dtype, device=x.device)
-        images_per_pass = batch
-        if engine.images is not None and engine.stored_bytes:
-            images_per_pass = max(1, int(STORED_BYTES_PER_PASS // engine.stored_bytes))
         bar = progress(total=batch * cells_per_image, desc="fd_sensitivity (incremental)",
                        unit="perturbation", leave=False) if show_progress else None
         for first in range(0, batch, images_per_pass):
             images = x[first:first + images_per_pass]
-            engine.set_images(images)
+            if first > 0 or images.shape[0] > 1:
+                engine.set_images(images)
             cells = torch.arange(images.shape[0] * cells_per_image, device=x.device)
             per_cell[first:first + images.shape[0]] = cell_sensitivities(
                 engine, target[first:first + images.shape[0]], delta,
@@ -551,7 +558,8 @@ _ARITHMETIC_METHODS = {"add", "sub", "mul", "div", "true_divide", "pow", "maximu
 
 
 def _region_kind(node, root, env, static, dynamic, value):
-    """``"conv"``, ``"maxpool"``, ``"avgpool"``, ``"pointwise"``, ``"binary"`` or ``None``."""
+    """``"conv"``, ``"maxpool"``, ``"avgpool"``, ``"pad"``, ``"pointwise"``, ``"union"`` or
+    ``None`` (whole maps)."""
     source = env.get(dynamic[0]) if dynamic else None
     if not (isinstance(value, torch.Tensor) and isinstance(source, torch.Tensor)
             and value.ndim == 4 and source.ndim == 4 and value.shape[0] == source.shape[0]):
@@ -587,7 +595,9 @@ def _region_kind(node, root, env, static, dynamic, value):
         other = env[dynamic[1]]
         same = (isinstance(other, torch.Tensor) and other.shape == source.shape
                 and value.shape == source.shape)
-        return "binary" if same and _constants_broadcast(node, static, dynamic) else None
+        return "union" if same and _constants_broadcast(node, static, dynamic) else None
+    if node.op == "call_function" and node.target is torch.cat:
+        return _concatenation_kind(node, env, dynamic, value)
     elementwise = ((node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS)
                    or arithmetic or (node.op == "call_method"
                                      and node.target in _ELEMENTWISE_METHODS))
@@ -602,6 +612,21 @@ def _region_kind(node, root, env, static, dynamic, value):
                 sizes[0] == sizes[2] == sizes[3] == keep) and not node.kwargs:
             return "pointwise"
     return None
+
+
+def _concatenation_kind(node, env, dynamic, value):
+    """Concatenating maps along channels: their regions' union (one map: element-wise)."""
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if dim not in (1, -3) or not isinstance(tensors, (tuple, list)):
+        return None
+    for tensor in tensors:
+        if not (isinstance(tensor, fx.Node) and tensor in dynamic):
+            return None
+        shape = env[tensor].shape
+        if len(shape) != 4 or shape[0] != value.shape[0] or shape[2:] != value.shape[2:]:
+            return None
+    return "union" if len(dynamic) > 1 else "pointwise"
 
 
 def _constants_broadcast(node, static, dynamic):
@@ -697,10 +722,10 @@ def _macs_per_output(node, root, static):
     return 0
 
 
-def _union(start_a, size_a, start_b, size_b, limit):
-    """Starts and common size of windows covering both windows, inside ``0..limit``."""
-    low = torch.minimum(start_a, start_b)
-    high = torch.maximum(start_a + size_a, start_b + size_b)
+def _union(starts, sizes, limit):
+    """Starts and common size of windows covering all the windows, inside ``0..limit``."""
+    low = torch.stack(starts).amin(0)
+    high = torch.stack([start + size for start, size in zip(starts, sizes)]).amax(0)
     size = min(limit, int((high - low).max()))
     return low.clamp(max=limit - size), size
 
