@@ -147,7 +147,8 @@ def test_resnet_blocks(shape):
 
 
 def test_torchvision_resnet18():
-    model, x = randomized(torchvision.models.resnet18(num_classes=NUM_CLASSES)), images(1, 3, 32, 32)
+    model = randomized(torchvision.models.resnet18(num_classes=NUM_CLASSES))
+    x = images(1, 3, 32, 32)
     assert uses_regions(model, x)
     ours, brute = both(model, x, 1, 0.1, patch=8, channels="each", chunk_size=24)
     torch.testing.assert_close(ours, brute, **EXACT)
