@@ -1,7 +1,7 @@
 """Per-pixel maps by incremental inference against brute force and Captum's Occlusion.
 
     .venv/bin/python benchmarks/bench_incremental.py [--arch vgg16 resnet18] [--sizes 96 224]
-        [--channels all each] [--repeats 1] [--threads N] [--full-map]
+        [--channels all each] [--repeats 1] [--threads N] [--device cpu] [--full-map]
 
 The book's VGG-16 and ResNet-18 (``lib.models.build``, random weights: the cost of a forward
 does not depend on them) on one random RGB image, per-pixel forward differences with
@@ -56,11 +56,11 @@ GRIDS = {96: {"all": (4, 4), "each": (6, 8)}, 224: {"all": (28, 19), "each": (56
 WARM_UP_GRIDS = {96: (12, 12), 224: (56, 28)}
 
 
-def grid_cells(size, strides, channels):
-    """Positions of Occlusion's windows for ``strides``, as map cells (channel, row, col)."""
-    rows = torch.arange(0, size, strides[0])
-    cols = torch.arange(0, size, strides[1])
-    groups = torch.arange(CHANNELS if channels == "each" else 1)
+def grid_cells(size, strides, channels, dev):
+    """Every ``strides[0]``-th row and ``strides[1]``-th column: (channel, row, col) cells."""
+    rows = torch.arange(0, size, strides[0], device=dev)
+    cols = torch.arange(0, size, strides[1], device=dev)
+    groups = torch.arange(CHANNELS if channels == "each" else 1, device=dev)
     group, row, col = torch.meshgrid(groups, rows, cols, indexing="ij")
     return group.flatten(), row.flatten(), col.flatten()
 
@@ -71,7 +71,7 @@ def ours_incremental(model, x, cells, channels, batch):
     with torch.inference_mode():
         engine = incremental.IncrementalEngine(model, x).set_images(x)
         values = incremental.cell_sensitivities(
-            engine, torch.tensor([TARGET]), DELTA, torch.zeros_like(row),
+            engine, torch.tensor([TARGET], device=x.device), DELTA, torch.zeros_like(row),
             group * size * size + row * size + col, channels=channels, chunk_size=batch)
     return values, engine
 
@@ -82,7 +82,7 @@ def ours_full(model, x, cells, channels, batch):
     size = x.shape[-1]
     layout = local._Layout(x.shape, 1, channels)
     index = group * size * size + row * size + col
-    target = torch.tensor([TARGET])
+    target = torch.tensor([TARGET], device=x.device)
     parts = []
     with torch.inference_mode():
         for start in range(0, len(index), batch):
@@ -96,7 +96,7 @@ def captum_ablation(model, x, cells, channels, batch):
     group, row, col = cells
     size = x.shape[-1]
     depth = CHANNELS if channels == "each" else 1
-    mask = torch.full((1, depth, size, size), len(row), dtype=torch.long)
+    mask = torch.full((1, depth, size, size), len(row), dtype=torch.long, device=x.device)
     mask[0, group, row, col] = torch.arange(len(row))
     attribution = FeatureAblation(model).attribute(
         x, baselines=x + DELTA, target=TARGET, feature_mask=mask,
@@ -109,14 +109,14 @@ def relative_difference(values, reference):
             / reference.double().abs().max()).item()
 
 
-def compare(arch, size, channels, repeats):
+def compare(arch, size, channels, repeats, dev):
     torch.manual_seed(0)
-    model = models.build(arch).eval()
-    x = torch.rand(1, CHANNELS, size, size)
+    model = models.build(arch).eval().to(dev)
+    x = torch.rand(1, CHANNELS, size, size, device=dev)
     batch, strides = BATCH[size], GRIDS[size][channels]
-    cells = grid_cells(size, strides, channels)
+    cells = grid_cells(size, strides, channels, dev)
     count = len(cells[0])
-    warm = grid_cells(size, WARM_UP_GRIDS[size], "all")
+    warm = grid_cells(size, WARM_UP_GRIDS[size], "all", dev)
     warm = tuple(part[:batch] for part in warm)
     ours_incremental(model, x, warm, channels, batch)
     ours_full(model, x, warm, channels, batch)
@@ -125,7 +125,7 @@ def compare(arch, size, channels, repeats):
         "incremental": lambda: ours_incremental(model, x, cells, channels, batch),
         "full": lambda: ours_full(model, x, cells, channels, batch),
         "captum": lambda: captum_ablation(model, x, cells, channels, batch),
-    }, repeats=repeats, warmup=False, device="cpu")
+    }, repeats=repeats, warmup=False, device=dev)
     values, engine = times["incremental"].result
     bound = engine.full_macs_per_image * count / engine.macs
     row = {
@@ -158,11 +158,11 @@ def print_row(row):
           f"{row['cpu']['full'] / row['cpu']['incremental']:7.2f}", flush=True)
 
 
-def full_maps(arch, channels):
+def full_maps(arch, channels, dev):
     """Whole 96 px per-pixel maps: the incremental engine against Captum's Occlusion."""
     torch.manual_seed(0)
-    model = models.build(arch).eval()
-    x = torch.rand(1, CHANNELS, 96, 96)
+    model = models.build(arch).eval().to(dev)
+    x = torch.rand(1, CHANNELS, 96, 96, device=dev)
     batch = BATCH[96]
     depth = CHANNELS if channels == "all" else 1
 
@@ -176,7 +176,7 @@ def full_maps(arch, channels):
         "incremental": lambda: local.fd_sensitivity(
             model, x, TARGET, DELTA, channels=channels, chunk_size=batch,
             engine="incremental", show_progress=False),
-        "occlusion": occlusion}, repeats=1, warmup=False, device="cpu")
+        "occlusion": occlusion}, repeats=1, warmup=False, device=dev)
     ours, theirs = times["incremental"].result, times["occlusion"].result
     print(f"  {arch} 96 px whole map, channels={channels}: {ours.numel()} perturbations, "
           f"incremental {times['incremental'].wall:.1f} s, Captum Occlusion "
@@ -195,12 +195,14 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--full-map", action="store_true",
                         help="also time whole 96 px maps against Captum Occlusion")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{platform.node()} | {lib.hardware.describe(torch.device('cpu'))} | torch "
+    dev = torch.device(args.device)
+    print(f"{platform.node()} | {lib.hardware.describe(dev)} | torch "
           f"{torch.__version__} | load average {os.getloadavg()[0]:.2f}")
     print(f"per-pixel forward differences, delta {DELTA}, one {CHANNELS}-channel image; batch "
           f"{BATCH} perturbations by size; grid = row x column stride of the timed pixels")
@@ -208,12 +210,12 @@ def main():
     for size in args.sizes:
         for arch in args.arch:
             for channels in args.channels:
-                compare(arch, size, channels, args.repeats)
+                compare(arch, size, channels, args.repeats, dev)
     if args.full_map:
         print("whole maps at 96 px (no warm-up):")
         for arch in args.arch:
             for channels in args.channels:
-                full_maps(arch, channels)
+                full_maps(arch, channels, dev)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -13,7 +13,10 @@ gradient (summed over the patch and channels), which :func:`gradient` computes b
 
 Every perturbation is exact (one forward per perturbed image, nothing approximated); they are
 built on the device in chunks, a chunk of ``K`` perturbations of ``B`` images being one forward
-of ``K * B`` images.
+of ``K * B`` images. By default (``engine="auto"``), where the model traces, a perturbed image
+is instead computed from the unperturbed one's stored feature maps, recomputing only the
+regions the perturbation changes (``lib.kernels.incremental``): the same map up to rounding,
+for a fraction of the work.
 """
 import math
 import numbers
