@@ -189,7 +189,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=["vgg16", "resnet18"],
                         choices=list(models.ARCHS))
-    parser.add_argument("--sizes", type=int, nargs="+", default=[96, 224], choices=[96, 224])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[96, 224], choices=[96, 224],
+                        help="image sizes of the grid comparisons (none: only --full-map)")
     parser.add_argument("--channels", nargs="+", default=["all", "each"],
                         choices=["all", "each"])
     parser.add_argument("--repeats", type=int, default=1)

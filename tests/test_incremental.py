@@ -273,14 +273,28 @@ class BatchInShape(nn.Module):
         return self.head(x.transpose(0, 1))
 
 
-@pytest.mark.parametrize("model_class, traces", [(Rolled, True), (DataDependent, False),
+class UnknownFirst(nn.Module):
+    """Traces, but its first operation is unknown: nothing can be computed on regions."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.head(self.conv(torch.flip(x, (3,))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("model_class, traces", [(Rolled, True), (UnknownFirst, True),
+                                                 (DataDependent, False),
                                                  (VisibleMutation, False),
                                                  (BatchInShape, False)])
 def test_fallbacks_give_the_brute_force_map(model_class, traces):
     model, x = model_class().double().eval(), images(2, 3, 8, 10)
-    with torch.inference_mode():
-        engine = IncrementalEngine(model, x)
+    engine = IncrementalEngine(model, x).set_images(x)
     assert engine.traced == traces
+    assert engine.incremental == (model_class is Rolled)
     for engine_name in ("incremental", "auto"):
         ours = fd_sensitivity(model, x, [0, 2], 0.1, channels="each", engine=engine_name,
                               show_progress=False)
