@@ -79,8 +79,9 @@ class IncrementalEngine:
     """Outputs of ``model`` for batches of rectangle perturbations of stored images.
 
     ``model`` must be in eval mode and map ``N x C x H x W`` images to one output per image;
-    ``example`` is one image batch of the shape to be used (only its first image is read).
-    Call :meth:`set_images` with the reference images, then :meth:`outputs` per batch.
+    ``example`` is a batch of images of the shape to be used (only its first image is read).
+    Call :meth:`set_images` with the reference images (of that shape), then :meth:`outputs`
+    per batch of perturbations.
 
     Attributes:
         traced: whether the model traced (otherwise every batch is whole forwards).
@@ -97,6 +98,7 @@ class IncrementalEngine:
     @torch.inference_mode()
     def __init__(self, model, example):
         self._model = model
+        self._image_shape = tuple(example.shape[1:])
         graph = _trace(model, example[:1])
         self.traced = graph is not None
         self._graph = graph if graph is not None else _whole_model_graph(model)
@@ -114,6 +116,10 @@ class IncrementalEngine:
     @torch.inference_mode()
     def set_images(self, images):
         """Run the reference forward of ``images`` (``B x C x H x W``), storing its maps."""
+        if tuple(images.shape[1:]) != self._image_shape:
+            # The graph may hold shapes computed for the example (e.g. padding).
+            raise ValueError(f"images must have the example's shape C x H x W = "
+                             f"{self._image_shape}; got {tuple(images.shape[1:])}")
         self.images = images
         self._kind, self._static, self._stored, self._shape = {}, {}, {}, {}
         self._may_be_region, self._divisors, self._macs_per_output = set(), {}, {}
