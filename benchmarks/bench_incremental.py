@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_incremental.py [--arch vgg16 resnet18] [--sizes 96 224]
         [--channels all each] [--repeats 1] [--threads N] [--device cpu] [--full-map]
+        [--field-cap 0.5 ...]
 
 The book's VGG-16 and ResNet-18 (``lib.models.build``, random weights: the cost of a forward
 does not depend on them) on one random RGB image, per-pixel forward differences with
@@ -23,6 +24,8 @@ perturbation does not depend on where the pixel is. Beside each measured ratio: 
 multiply-add bound (convolutions and linear layers of whole forwards over those the incremental
 engine actually ran for the same perturbations), the feature maps the engine stores, and the
 largest difference between the maps relative to the largest value.
+``--field-cap 0.5`` also times the approximate engine (projective-field thresholding, never
+the default) and prints its error against the exact map.
 ``--full-map`` also times whole per-pixel maps at 96 px: the incremental engine against Captum
 ``Occlusion`` with ``(1, 1, 1)`` or ``(3, 1, 1)`` windows and strides 1 (long: minutes for
 ResNet-18, an hour or more for VGG-16).
@@ -65,11 +68,11 @@ def grid_cells(size, strides, channels, dev):
     return group.flatten(), row.flatten(), col.flatten()
 
 
-def ours_incremental(model, x, cells, channels, batch):
+def ours_incremental(model, x, cells, channels, batch, field_cap=None):
     group, row, col = cells
     size = x.shape[-1]
     with torch.inference_mode():
-        engine = incremental.IncrementalEngine(model, x).set_images(x)
+        engine = incremental.IncrementalEngine(model, x, field_cap=field_cap).set_images(x)
         values = incremental.cell_sensitivities(
             engine, torch.tensor([TARGET], device=x.device), DELTA, torch.zeros_like(row),
             group * size * size + row * size + col, channels=channels, chunk_size=batch)
@@ -109,7 +112,7 @@ def relative_difference(values, reference):
             / reference.double().abs().max()).item()
 
 
-def compare(arch, size, channels, repeats, dev):
+def compare(arch, size, channels, repeats, dev, caps):
     torch.manual_seed(0)
     model = models.build(arch).eval().to(dev)
     x = torch.rand(1, CHANNELS, size, size, device=dev)
@@ -121,11 +124,15 @@ def compare(arch, size, channels, repeats, dev):
     ours_incremental(model, x, warm, channels, batch)
     ours_full(model, x, warm, channels, batch)
     captum_ablation(model, x, warm, "all", batch)
-    times = best_times({
+    runs = {
         "incremental": lambda: ours_incremental(model, x, cells, channels, batch),
         "full": lambda: ours_full(model, x, cells, channels, batch),
         "captum": lambda: captum_ablation(model, x, cells, channels, batch),
-    }, repeats=repeats, warmup=False, device=dev)
+    }
+    for cap in caps:
+        ours_incremental(model, x, warm, channels, batch, cap)
+        runs[cap] = lambda cap=cap: ours_incremental(model, x, cells, channels, batch, cap)
+    times = best_times(runs, repeats=repeats, warmup=False, device=dev)
     values, engine = times["incremental"].result
     bound = engine.full_macs_per_image * count / engine.macs
     row = {
@@ -139,6 +146,14 @@ def compare(arch, size, channels, repeats, dev):
         "full_vs_captum": relative_difference(times["full"].result, times["captum"].result),
     }
     print_row(row)
+    for cap in caps:
+        approximate, capped = times[cap].result
+        error = (approximate - values).norm() / values.norm()
+        print(f"{'':>9} approximate, field cap {cap}: {times[cap].wall:.2f} s, "
+              f"{times['incremental'].wall / times[cap].wall:.2f}x the exact incremental, "
+              f"MAC bound {capped.full_macs_per_image * count / capped.macs:.2f}; error against "
+              f"the exact map: largest {relative_difference(approximate, values):.1e}, "
+              f"relative norm {error.item():.1e}", flush=True)
 
 
 HEADER = (f"{'network':>9} {'px':>4} {'chan':>5} {'perturb.':>8} {'grid':>8} "
@@ -197,6 +212,8 @@ def main():
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--field-cap", type=float, nargs="*", default=[],
+                        help="also time the approximate engine with these field caps")
     parser.add_argument("--full-map", action="store_true",
                         help="also time whole 96 px maps against Captum Occlusion")
     args = parser.parse_args()
@@ -211,7 +228,7 @@ def main():
     for size in args.sizes:
         for arch in args.arch:
             for channels in args.channels:
-                compare(arch, size, channels, args.repeats, dev)
+                compare(arch, size, channels, args.repeats, dev, args.field_cap)
     if args.full_map:
         print("whole maps at 96 px (no warm-up):")
         for arch in args.arch:

@@ -360,6 +360,28 @@ def test_stored_maps_and_work_saved():
         assert engine.macs == 9 * 3 * 4 * 9 + 25 * 4 * 5 * 9 + 5 * 14 * 14 * NUM_CLASSES
 
 
+def test_field_cap_approximates_only_when_below_one():
+    from lib.kernels.incremental import incremental_fd_sensitivity
+
+    model, x = vgg_like(), images(1, 3, 16, 16)
+    exact = fd_sensitivity(model, x, 1, 0.1, channels="all", show_progress=False)
+    uncapped = incremental_fd_sensitivity(model, x, 1, 0.1, channels="all", field_cap=1.0,
+                                          show_progress=False)
+    capped = incremental_fd_sensitivity(model, x, 1, 0.1, channels="all", field_cap=0.2,
+                                        show_progress=False)
+    assert torch.equal(uncapped, exact)
+    assert not torch.allclose(capped, exact, rtol=1e-3, atol=0)
+    pixel = (torch.tensor([0]), torch.tensor([8]), torch.tensor([8]), x[:, :, 8:9, 8:9] + 0.1)
+    work = {}
+    for cap in (None, 0.2):
+        engine = IncrementalEngine(model, x, field_cap=cap).set_images(x)
+        engine.outputs(*pixel)
+        work[cap] = engine.macs
+    assert work[0.2] < work[None]
+    with pytest.raises(ValueError, match="field_cap"):
+        IncrementalEngine(model, x, field_cap=1.5)
+
+
 def test_bad_engine_is_refused():
     model, x = vgg_like(), images(1, 3, 8, 8)
     with pytest.raises(ValueError, match="engine must be one of 'auto', 'incremental', 'full'"):

@@ -37,6 +37,7 @@ maps, ``K`` whole maps of a few consecutive layers, like a forward of ``K`` imag
 import contextlib
 import copy
 import inspect
+import math
 import operator
 from dataclasses import dataclass
 
@@ -83,6 +84,11 @@ class IncrementalEngine:
     Call :meth:`set_images` with the reference images (of that shape), then :meth:`outputs`
     per batch of perturbations.
 
+    ``field_cap`` (default ``None``: exact) makes the outputs approximate, as Krypton's
+    projective-field thresholding: a sliding-window layer computes at most this share of its
+    output's rows and of its columns (the middle of the changed ones), and takes the rest of the
+    changed outputs as unchanged.
+
     Attributes:
         traced: whether the model traced (otherwise every batch is whole forwards).
         incremental: whether some layer can be computed on regions.
@@ -96,7 +102,10 @@ class IncrementalEngine:
     """
 
     @torch.inference_mode()
-    def __init__(self, model, example):
+    def __init__(self, model, example, *, field_cap=None):
+        if field_cap is not None and not 0 < field_cap <= 1:
+            raise ValueError(f"field_cap must be None (exact) or in (0, 1]; got {field_cap!r}")
+        self.field_cap = field_cap
         self._model = model
         self._image_shape = tuple(example.shape[1:])
         graph = _trace(model, example[:1])
@@ -309,6 +318,10 @@ class IncrementalEngine:
             length = min(out_size, (region.values.shape[-2 + axis] + reach - 1)
                          // stride[axis] + 1)
             first = -((reach - padding[axis] - corner) // stride[axis])  # ceil division
+            if self.field_cap is not None and length > self.field_cap * out_size:
+                # Approximation: keep the middle of the changed outputs, the rest unchanged.
+                cap = max(1, math.ceil(self.field_cap * out_size))
+                first, length = first + (length - cap) // 2, cap
             size.append(length)
             start.append(first.clamp(min=0, max=out_size - length))
         if size[0] * size[1] >= WHOLE_MAP_SHARE * out_height * out_width:
@@ -413,19 +426,20 @@ class IncrementalEngine:
 
 def incremental_fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1,
                                channels="each", output="logit", chunk_size=None,
-                               show_progress=True, require_graph=False):
+                               show_progress=True, require_graph=False, field_cap=None):
     """:func:`lib.local.fd_sensitivity`'s map, computed by incremental inference.
 
     Arguments and result are those of ``fd_sensitivity``, which checks them (``target`` is an
     int or one class per image); ``chunk_size`` is the number of perturbations per batch
     (``None``: ``CPU_PERTURBATIONS_PER_BATCH`` on the CPU, from the free memory on a GPU).
     With ``require_graph``, returns ``None`` instead of running whole forwards when the model
-    does not trace or no layer of it can be computed on regions.
+    does not trace or no layer of it can be computed on regions. ``field_cap`` (not exact,
+    never the default) is :class:`IncrementalEngine`'s approximation.
     """
     batch, num_channels, height, width = x.shape
     target = torch.as_tensor(target, device=x.device).long().expand(batch)
     with torch.inference_mode():
-        engine = IncrementalEngine(model, x).set_images(x[:1])
+        engine = IncrementalEngine(model, x, field_cap=field_cap).set_images(x[:1])
         if require_graph and not engine.incremental:
             return None
         per_image = max(engine.stored_bytes, 1)
