@@ -4,7 +4,7 @@
         [--channels all each] [--repeats 1] [--threads N] [--device cpu] [--full-map]
         [--field-cap 0.5 ...]
 
-The book's VGG-16 and ResNet-18 (``lib.models.build``, random weights: the cost of a forward
+The book's VGG-16 and ResNet-18 (``lib.ultrasound.models.build``, random weights: the cost of a forward
 does not depend on them) on one random RGB image, per-pixel forward differences with
 ``delta = 0.05``, three sides computing the same perturbations in batches of the same size:
 
@@ -45,7 +45,8 @@ from captum.attr import FeatureAblation, Occlusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import lib  # noqa: E402
-from lib import local, models  # noqa: E402
+from lib.kernels import local  # noqa: E402
+from lib.ultrasound import models  # noqa: E402
 from lib.kernels import incremental  # noqa: E402
 from lib.timing import best_times  # noqa: E402
 

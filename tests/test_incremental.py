@@ -6,9 +6,9 @@ from torch import nn
 from torchvision.models import DenseNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from lib import models
+from lib.ultrasound import models
 from lib.kernels.incremental import IncrementalEngine
-from lib.local import fd_sensitivity
+from lib.kernels.local import fd_sensitivity
 
 NUM_CLASSES = 3
 # float64: both sides compute the same numbers in a different order; only rounding differs.

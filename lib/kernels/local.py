@@ -85,8 +85,7 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     if chunk_size is not None:
         checks.positive_int("chunk_size", chunk_size)
     if engine != "full":
-        # moves to 'from .incremental import' with the wing layout
-        from .kernels.incremental import incremental_fd_sensitivity
+        from .incremental import incremental_fd_sensitivity  # only when it is used
 
         with torch.inference_mode():
             _scores(model, x, target, output, check_target=True)
