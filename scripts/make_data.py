@@ -191,11 +191,11 @@ def assign_splits(classes, groups, fractions: dict, seed: int) -> np.ndarray:
     if classes.shape != groups.shape or classes.ndim != 1:
         raise ValueError(f"classes and groups must be 1-D with one entry per image; got shapes "
                          f"{classes.shape} and {groups.shape}")
-    splits = np.full(len(classes), shipped.EXCLUDED, dtype=object)
-    rng = np.random.default_rng(seed)
     unknown = sorted(set(classes.tolist()) - set(shipped.BUSI_CLASSES))
     if unknown:
         raise ValueError(f"classes must be among {shipped.BUSI_CLASSES}; got {unknown}")
+    splits = np.full(len(classes), shipped.EXCLUDED, dtype=object)
+    rng = np.random.default_rng(seed)
     names, sizes = np.unique(groups, return_counts=True)
     size_of = dict(zip(names.tolist(), sizes.tolist()))
     classes_of = {g: set(classes[groups == g].tolist()) for g in size_of}
@@ -300,7 +300,8 @@ def verify(out: Path) -> int:
             continue
         problems += 1
     for rel in sorted(set(data_files(out)) - set(listed)):
-        print(f"UNLISTED {rel}: in {out} but not in {shipped.MANIFEST}")
+        print(f"UNLISTED {rel}: in {out} but not in {shipped.MANIFEST}; remove it, or "
+              f"rebuild data/ to list it")
         problems += 1
     if problems:
         print(f"{problems} problem(s) in {out}; {shipped.restore_hint('<file>')}")
