@@ -321,10 +321,10 @@ def same_content(first: Path, second: Path) -> bool:
 
 def digests(folder: Path) -> dict:
     """``{relative path: sha256}`` of every built file in ``folder`` and of its manifest."""
-    files = data_files(folder)
+    built = data_files(folder)
     if (folder / shipped.MANIFEST).is_file():
-        files.append(shipped.MANIFEST)
-    return {rel: files.sha256_file(folder / rel) for rel in files}
+        built.append(shipped.MANIFEST)
+    return {rel: files.sha256_file(folder / rel) for rel in built}
 
 
 def check(busi: Path, pima: Path, out: Path, size: int = SIZE) -> int:
