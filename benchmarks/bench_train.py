@@ -1,16 +1,21 @@
-"""Training and inference throughput (images/s) of the ultrasound CNNs, per model and device.
+"""Training throughput (images/s) of the ultrasound CNNs: float32 against channels-last memory
+layout, bfloat16 autocast and both, side by side in one run; inference throughput beside them.
 
-Our training step augments the whole batch at once on the device (``lib.ultrasound.train.train_step``).
-The reference is the usual torchvision recipe: ``transforms.v2`` applied image by image, as a
-``DataLoader`` does, followed by the same forward and backward pass. Both see the same batch
-size, image size, model and optimiser; the ratio is ours / reference.
+Every variant runs ``lib.ultrasound.train.train_step`` (batched augmentation on the device,
+forward, backward, AdamW step) on the same batch, from the same initial weights; the timed runs
+of the variants are interleaved so that a change of load on shared cores hits all of them alike.
+``before`` is float32 in the default layout (the book's setting before these options existed),
+``book`` marks the variant the ``book`` profile now trains with. ``--reference`` adds the usual
+torchvision recipe (``transforms.v2`` image by image, as a ``DataLoader`` does) at float32.
 
-    .venv/bin/python benchmarks/bench_train.py [--sizes 96 224] [--batches 4] [--archs vgg16]
+    .venv/bin/python benchmarks/bench_train.py [--sizes 96 224] [--batches 3] [--archs vgg16]
 
-The ``book`` profile's epoch time is (training images / throughput); multiply by the number of
-epochs for a training-time estimate on this machine.
+On shared cores read the rates per second of CPU time (in brackets): they stay close to what the
+process reaches alone, times its threads. An epoch of the ``book`` profile takes (training
+images / throughput); multiply by the epochs for a training-time estimate on this machine.
 """
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -20,8 +25,12 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib import hardware  # noqa: E402
 from lib.book import profiles  # noqa: E402
-from lib.timing import best_time  # noqa: E402
-from lib.ultrasound import models, train  # noqa: E402
+from lib.timing import best_times  # noqa: E402
+from lib.ultrasound import checkpoints, models, train  # noqa: E402
+
+# name -> (precision, channels_last); the first is the baseline of every ratio
+VARIANTS = {"float32": ("float32", False), "channels-last": ("float32", True),
+            "bfloat16": ("bfloat16", False), "bfloat16 + channels-last": ("bfloat16", True)}
 
 
 def reference_augmentation(aug: train.Augmentation):
@@ -34,46 +43,51 @@ def reference_augmentation(aug: train.Augmentation):
     ])
 
 
-def images_per_second(step, batch_size, batches, dev):
-    """Throughput per second of wall time and per second of this process's CPU time.
-
-    On a CPU shared with other jobs the wall-time rate drops while the CPU-time rate stays
-    close to what the process would reach alone (divided by the threads it uses).
-    """
-    timed = best_time(lambda: [step() for _ in range(batches)], 1, device=dev)
-    images = batch_size * batches
-    return images / timed.wall, images / timed.cpu
-
-
-def measure(arch, size, batch_size, batches, dev):
+def training_runs(arch, size, batch_size, batches, dev, reference=False):
+    """``{variant: callable}``, each running ``batches`` training steps of its own model copy."""
     torch.manual_seed(0)
-    model = models.build(arch).to(dev).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    initial = models.build(arch).to(dev).train()
     images = torch.rand(batch_size, 1, size, size, device=dev)
     labels = torch.arange(batch_size, device=dev) % 3
     weights = torch.ones(3, device=dev)
     aug = train.Augmentation()
-    generator = torch.Generator(device=dev).manual_seed(0)
-    per_image = reference_augmentation(aug)
+    runs = {}
+    for name, (precision, channels_last) in VARIANTS.items():
+        model = copy.deepcopy(initial)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        generator = torch.Generator(device=dev).manual_seed(0)
 
-    def ours():
-        train.train_step(model, images, labels, weights, optimizer, aug, generator)
+        def run(model=model, optimizer=optimizer, generator=generator,
+                precision=precision, channels_last=channels_last):
+            for _ in range(batches):
+                train.train_step(model, images, labels, weights, optimizer, aug, generator,
+                                 precision=precision, channels_last=channels_last)
+        runs[name] = run
+    if reference:
+        model = copy.deepcopy(initial)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        per_image = reference_augmentation(aug)
 
-    def reference():
-        batch = torch.stack([per_image(image) for image in images])
-        loss = torch.nn.functional.cross_entropy(model(batch), labels, weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        def torchvision_recipe():
+            for _ in range(batches):
+                batch = torch.stack([per_image(image) for image in images])
+                loss = torch.nn.functional.cross_entropy(model(batch), labels, weight=weights)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        runs["float32, per-image torchvision"] = torchvision_recipe
+    model = copy.deepcopy(initial).eval()
+    runs["inference, float32"] = lambda: [models.predict_logits(model, images, batch_size)
+                                          for _ in range(batches)]
+    return runs
 
-    def inference():
-        models.predict_logits(model, images, chunk_size=batch_size)
 
-    ours_rate = images_per_second(ours, batch_size, batches, dev)
-    reference_rate = images_per_second(reference, batch_size, batches, dev)
-    model.eval()
-    inference_rate = images_per_second(inference, batch_size, batches, dev)
-    return ours_rate, reference_rate, inference_rate
+def book_variant(arch):
+    config = checkpoints.config_for(arch, "book")
+    return next(name for name, setting in VARIANTS.items()
+                if setting == (config.precision, config.channels_last))
 
 
 def main():
@@ -83,31 +97,41 @@ def main():
     parser.add_argument("--archs", nargs="+", default=list(models.ARCHS),
                         choices=models.ARCHS)
     parser.add_argument("--batch-size", type=int, default=book["batch_size"])
-    parser.add_argument("--batches", type=int, default=3, help="timed batches per measurement")
+    parser.add_argument("--batches", type=int, default=3, help="training steps per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="CPU threads (default: torch's)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also time the per-image torchvision augmentation recipe")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
                                        else [])
-    print(f"torch {torch.__version__}, batch size {args.batch_size}, {args.batches} timed "
-          f"batches; images per second of wall time (per second of process CPU time in "
-          f"brackets); higher is better")
-    print(f"{'model':9} {'px':>4} {'device':20} {'train, ours':>17} {'train, reference':>17} "
-          f"{'ratio':>6} {'inference':>17}")
+    print(f"torch {torch.__version__}, {args.threads} threads, batch size {args.batch_size}, "
+          f"{args.batches} steps per run, best of {args.repeats} interleaved runs; images per "
+          f"second of wall time (per second of process CPU time); ratio = CPU-time rate / "
+          f"float32's (wall-time ratio in brackets); higher is better")
+    print(f"{'model':9} {'px':>4} {'device':12} {'variant':31} {'images/s':>17} "
+          f"{'ratio':>13}")
     for dev in devices:
         for size in args.sizes:
             for arch in args.archs:
-                ours, reference, inference = measure(arch, size, args.batch_size,
-                                                     args.batches, dev)
-                print(f"{arch:9} {size:4d} {hardware.describe(dev):20} {rates(ours):>17} "
-                      f"{rates(reference):>17} {ours[0] / reference[0]:6.2f} "
-                      f"{rates(inference):>17}", flush=True)
-
-
-def rates(pair):
-    return f"{pair[0]:.1f} ({pair[1]:.1f})"
+                runs = training_runs(arch, size, args.batch_size, args.batches, dev,
+                                     args.reference)
+                times = best_times(runs, args.repeats, device=dev)
+                images = args.batch_size * args.batches
+                base = times["float32"]
+                book_name = book_variant(arch)
+                for name, timed in times.items():
+                    mark = {"float32": "  before", book_name: "  book"}.get(name, "")
+                    if name == "float32" == book_name:
+                        mark = "  before = book"
+                    ratio = ("" if name.startswith("inference") else
+                             f"{base.cpu / timed.cpu:5.2f} ({base.wall / timed.wall:4.2f})")
+                    print(f"{arch:9} {size:4d} {hardware.describe(dev)[:12]:12} {name:31} "
+                          f"{images / timed.wall:7.1f} ({images / timed.cpu:6.1f}) "
+                          f"{ratio:>13}{mark}", flush=True)
 
 
 if __name__ == "__main__":

@@ -60,16 +60,62 @@ def restore_hint(relpath: str) -> str:
             f"(see data/README.md)")
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_DIGEST_LENGTH = 64
+
+
+def _manifest_entry(line: str):
+    """``(digest, path)`` of one manifest line, or None when it is malformed.
+
+    ``sha256sum`` writes the digest, then two spaces (text mode) or a space and ``*`` (binary
+    mode), then the path; a single space is accepted as well.
+    """
+    digest, rest = line[:_DIGEST_LENGTH], line[_DIGEST_LENGTH:]
+    if len(digest) < _DIGEST_LENGTH or not set(digest) <= _HEX_DIGITS:
+        return None
+    for separator in ("  ", " *", " "):
+        if rest.startswith(separator):
+            path = rest[len(separator):]
+            return (digest, path) if path and not path[0].isspace() else None
+    return None
+
+
 def read_manifest(data_dir: Path) -> dict:
-    """``{relative path: sha256}`` from ``data_dir/SHA256SUMS``."""
-    manifest = data_dir / MANIFEST
-    if not manifest.exists():
+    """``{relative path: sha256}`` from ``data_dir/SHA256SUMS``, digests in lower case.
+
+    Reads the formats of ``sha256sum``; blank lines are skipped. A line that is not
+    ``<64 hex digits> <path>``, a path outside ``data_dir`` and a path listed twice are
+    refused with ``ValueError`` naming the line.
+    """
+    manifest = Path(data_dir) / MANIFEST
+    if not manifest.is_file():
         raise FileNotFoundError(f"the checksum list {manifest} is missing; "
                                 f"{restore_hint(MANIFEST)}")
-    entries = {}
-    for line in manifest.read_text().splitlines():
-        digest, _, relpath = line.partition("  ")
-        entries[relpath] = digest
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{manifest} is not UTF-8 text ({error}); "
+                         f"{restore_hint(MANIFEST)}") from None
+    entries, seen_on = {}, {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.rstrip()
+        if not line:
+            continue
+        entry = _manifest_entry(line)
+        where = f"{manifest}, line {number}: {line!r}"
+        if entry is None:
+            raise ValueError(f"{where} is not '<64 hex digits>  <path>' as sha256sum writes "
+                             f"it; {restore_hint(MANIFEST)}")
+        digest, path = entry[0], Path(entry[1])
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"{where} names a file outside data/; paths must be relative to "
+                             f"the folder of {MANIFEST}")
+        relpath = path.as_posix()
+        if relpath in entries:
+            raise ValueError(f"{where} lists {relpath} again (first on line "
+                             f"{seen_on[relpath]}); {restore_hint(MANIFEST)}")
+        entries[relpath] = digest.lower()
+        seen_on[relpath] = number
     return entries
 
 
@@ -234,6 +280,40 @@ def busi_metadata() -> pd.DataFrame:
 def busi_duplicates() -> pd.DataFrame:
     """Pairs of near-duplicate images found by perceptual hashing (see ``data/README.md``)."""
     return read_table(BUSI_DUPLICATES)
+
+
+# Rows of busi_split_summary: the three splits, their union, the excluded images, all images.
+_SUMMARY_ROWS = {"train": ("train",), "val": ("val",), "test": ("test",),
+                 "train+val+test": ("train", "val", "test"), EXCLUDED: (EXCLUDED,),
+                 "all": ("train", "val", "test", EXCLUDED)}
+_GROUP_SIZE_BINS = {"in groups of 1": (1, 1), "in groups of 2": (2, 2),
+                    "in groups of 3": (3, 3), "in groups of 4+": (4, np.inf)}
+
+
+def busi_split_summary() -> pd.DataFrame:
+    """Class counts and duplicate-group sizes of each BUSI split, from ``data/busi/split.csv``.
+
+    One row each for ``train``, ``val``, ``test``, their union ``train+val+test``,
+    ``excluded`` and ``all``. Columns: ``images``; the image count of each class; ``groups``,
+    the number of duplicate groups (a single image is a group of one); ``in groups of 1`` to
+    ``in groups of 4+``, the number of *images* whose group has that many images;
+    ``duplicate share``, the fraction of images that belong to a group of two or more.
+    """
+    table = busi_table()
+    group_size = table.groupby("group")["name"].transform("size").to_numpy()
+    rows = {}
+    for label, splits in _SUMMARY_ROWS.items():
+        chosen = table["split"].isin(splits).to_numpy()
+        classes = table.loc[chosen, "class"]
+        sizes = group_size[chosen]
+        row = {"images": int(chosen.sum())}
+        row.update({cls: int((classes == cls).sum()) for cls in BUSI_CLASSES})
+        row["groups"] = int(table.loc[chosen, "group"].nunique())
+        for column, (low, high) in _GROUP_SIZE_BINS.items():
+            row[column] = int(((sizes >= low) & (sizes <= high)).sum())
+        row["duplicate share"] = float((sizes > 1).mean()) if len(sizes) else float("nan")
+        rows[label] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 # --- BreastMNIST (download on request) -----------------------------------------------------

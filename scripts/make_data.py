@@ -154,27 +154,58 @@ def union_groups(count: int, pairs) -> np.ndarray:
     return np.array([root(i) for i in range(count)])
 
 
-def assign_splits(classes, groups, fractions: dict, seed: int) -> np.ndarray:
-    """Stratified, group-aware split; groups whose images disagree on the class are excluded.
+def check_fractions(fractions: dict) -> None:
+    if not fractions or any(not 0 < share < 1 for share in fractions.values()) \
+            or abs(sum(fractions.values()) - 1) > 1e-9:
+        raise ValueError(f"fractions must map split names to shares in (0, 1) that sum to 1; "
+                         f"got {fractions!r}")
 
-    Per class, groups are taken largest first (random order among equal sizes) and each goes
-    to the split that is furthest below its target number of images.
+
+def deal(stream, sizes: dict, fractions: dict) -> dict:
+    """``{group: split}``: each group in turn to the split furthest below its target images.
+
+    The target of a split is its fraction of all the images in ``stream``; ties go to the
+    split named first in ``fractions``.
     """
+    total = sum(sizes[g] for g in stream)
+    filled = dict.fromkeys(fractions, 0)
+    chosen = {}
+    for group in stream:
+        split = max(fractions, key=lambda s: fractions[s] * total - filled[s])
+        chosen[group] = split
+        filled[split] += sizes[group]
+    return chosen
+
+
+def assign_splits(classes, groups, fractions: dict, seed: int) -> np.ndarray:
+    """Seeded stratified group split; groups whose images disagree on the class are excluded.
+
+    ``classes`` and ``groups``: one entry per image; returns the split name of each image.
+    Per class, the groups are shuffled with ``seed`` and dealt in two streams, groups of
+    several images and single images, each with ``deal``. Every split so receives its
+    fraction of each class and of the duplicate images by construction (up to one group),
+    while which group lands where is random. A group always lands whole in one split.
+    """
+    check_fractions(fractions)
     classes, groups = np.asarray(classes), np.asarray(groups)
+    if classes.shape != groups.shape or classes.ndim != 1:
+        raise ValueError(f"classes and groups must be 1-D with one entry per image; got shapes "
+                         f"{classes.shape} and {groups.shape}")
+    unknown = sorted(set(classes.tolist()) - set(shipped.BUSI_CLASSES))
+    if unknown:
+        raise ValueError(f"classes must be among {shipped.BUSI_CLASSES}; got {unknown}")
     splits = np.full(len(classes), shipped.EXCLUDED, dtype=object)
     rng = np.random.default_rng(seed)
+    names, sizes = np.unique(groups, return_counts=True)
+    size_of = dict(zip(names.tolist(), sizes.tolist()))
+    classes_of = {g: set(classes[groups == g].tolist()) for g in size_of}
     for cls in shipped.BUSI_CLASSES:
-        pure = [g for g in np.unique(groups[classes == cls])
-                if set(classes[groups == g]) == {cls}]
+        pure = [g for g in size_of if classes_of[g] == {cls}]
         shuffled = [pure[k] for k in rng.permutation(len(pure))]
-        ordered = sorted(shuffled, key=lambda g: -int((groups == g).sum()))
-        total = sum(int((groups == g).sum()) for g in ordered)
-        filled = dict.fromkeys(fractions, 0)
-        for group in ordered:
-            chosen = max(fractions, key=lambda s: fractions[s] * total - filled[s])
-            members = groups == group
-            splits[members] = chosen
-            filled[chosen] += int(members.sum())
+        for stream in ([g for g in shuffled if size_of[g] > 1],
+                       [g for g in shuffled if size_of[g] == 1]):
+            for group, split in deal(stream, size_of, fractions).items():
+                splits[groups == group] = split
     return splits
 
 
@@ -224,9 +255,14 @@ def write_busi(scans: list, out: Path) -> dict:
             "excluded": int((splits == shipped.EXCLUDED).sum())}
 
 
+def data_files(out: Path) -> list:
+    """Relative paths of the files under ``out`` that its manifest must list, in path order."""
+    return [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name not in NOT_IN_MANIFEST]
+
+
 def write_manifest(out: Path) -> None:
-    lines = [f"{files.sha256_file(p)}  {p.relative_to(out).as_posix()}"
-             for p in sorted(out.rglob("*")) if p.is_file() and p.name not in NOT_IN_MANIFEST]
+    lines = [f"{files.sha256_file(out / rel)}  {rel}" for rel in data_files(out)]
     (out / shipped.MANIFEST).write_text("\n".join(lines) + "\n")
 
 
@@ -243,36 +279,73 @@ def build(busi: Path, pima: Path, out: Path, size: int = SIZE) -> None:
 # --- checking --------------------------------------------------------------------------------
 
 def verify(out: Path) -> int:
-    """Check the files of ``out`` against its SHA256SUMS (no originals needed)."""
-    bad = [rel for rel, digest in shipped.read_manifest(out).items()
-           if not (out / rel).exists() or files.sha256_file(out / rel) != digest]
-    for rel in bad:
-        print(f"FAILED {rel}: missing or different from {shipped.MANIFEST}")
-    print(f"{len(shipped.read_manifest(out)) - len(bad)} files match {out / shipped.MANIFEST}")
-    return 1 if bad else 0
+    """Check ``out`` against its SHA256SUMS without the originals: 0 when all is well, else 1.
+
+    Names every listed file that is missing or whose bytes differ, and every file in ``out``
+    the manifest leaves out (README.md and the manifest itself need no entry).
+    """
+    try:
+        listed = shipped.read_manifest(out)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"FAILED {error}")
+        return 1
+    problems = 0
+    for rel, digest in sorted(listed.items()):
+        path = out / rel
+        if not path.is_file():
+            print(f"MISSING {rel}: listed in {shipped.MANIFEST} but not in {out}")
+        elif (actual := files.sha256_file(path)) != digest:
+            print(f"CORRUPT {rel}: its SHA-256 is {actual}, {shipped.MANIFEST} expects {digest}")
+        else:
+            continue
+        problems += 1
+    for rel in sorted(set(data_files(out)) - set(listed)):
+        print(f"UNLISTED {rel}: in {out} but not in {shipped.MANIFEST}; remove it, or "
+              f"rebuild data/ to list it")
+        problems += 1
+    if problems:
+        print(f"{problems} problem(s) in {out}; {shipped.restore_hint('<file>')}")
+        return 1
+    print(f"all {len(listed)} files match {out / shipped.MANIFEST}")
+    return 0
 
 
 def same_content(first: Path, second: Path) -> bool:
     if first.name.endswith(".npy.xz"):
-        return np.array_equal(*(shipped._decompress_npy(p) for p in (first, second)))
+        try:
+            return np.array_equal(*(shipped._decompress_npy(p) for p in (first, second)))
+        except (lzma.LZMAError, EOFError, ValueError):
+            return False
     return first.read_bytes() == second.read_bytes()
+
+
+def digests(folder: Path) -> dict:
+    """``{relative path: sha256}`` of every built file in ``folder`` and of its manifest."""
+    built = data_files(folder)
+    if (folder / shipped.MANIFEST).is_file():
+        built.append(shipped.MANIFEST)
+    return {rel: files.sha256_file(folder / rel) for rel in built}
 
 
 def check(busi: Path, pima: Path, out: Path, size: int = SIZE) -> int:
     """Rebuild into a temporary folder and compare every file with ``out``, byte for byte."""
-    expected = shipped.read_manifest(out)
     with tempfile.TemporaryDirectory() as tmp:
         build(busi, pima, Path(tmp), size)
-        rebuilt = shipped.read_manifest(Path(tmp))
+        rebuilt, present = digests(Path(tmp)), digests(out)
         status = 0
-        for rel in sorted(set(expected) | set(rebuilt)):
-            if expected.get(rel) == rebuilt.get(rel):
+        for rel in sorted(set(rebuilt) | set(present)):
+            if rebuilt.get(rel) == present.get(rel):
                 continue
             status = 1
-            note = ""
-            if rel in expected and rel in rebuilt and same_content(out / rel, Path(tmp) / rel):
-                note = " (same decoded content: only the compressor's output differs)"
-            print(f"DIFFERS {rel}{note}")
+            if rel not in present:
+                print(f"MISSING {rel}: the build makes it, {out} lacks it")
+            elif rel not in rebuilt:
+                print(f"EXTRA {rel}: in {out}, but the build does not make it")
+            elif same_content(out / rel, Path(tmp) / rel):
+                print(f"DIFFERS {rel} (same decoded content: only the compressor's output "
+                      f"differs)")
+            else:
+                print(f"DIFFERS {rel}")
     print("data/ is reproduced byte for byte" if status == 0 else "data/ is NOT reproduced")
     return status
 

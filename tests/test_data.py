@@ -131,6 +131,96 @@ def test_busi_split_is_stratified_and_keeps_duplicate_groups_together():
                                    [0.70, 0.15, 0.15], atol=0.03)
 
 
+def split_shares(classes, groups, splits):
+    """Per split (and ``whole``, the three together): class proportions and duplicate share."""
+    classes, groups, splits = map(np.asarray, (classes, groups, splits))
+    ids, sizes = np.unique(groups, return_counts=True)
+    duplicated = dict(zip(ids.tolist(), (sizes > 1).tolist()))
+    in_duplicate_group = np.array([duplicated[g] for g in groups.tolist()])
+    shares = {}
+    for name in ("train", "val", "test", "whole"):
+        chosen = splits != data.EXCLUDED if name == "whole" else splits == name
+        shares[name] = {cls: (classes[chosen] == cls).mean() for cls in data.BUSI_CLASSES}
+        shares[name]["duplicates"] = in_duplicate_group[chosen].mean()
+    return shares
+
+
+def test_shipped_split_matches_the_class_and_duplicate_shares_of_the_whole():
+    table = data.busi_table()
+    shares = split_shares(table["class"], table["group"], table["split"])
+    assert 0.40 < shares["whole"]["duplicates"] < 0.43      # 317 of 762 images
+    for split in ("train", "val", "test"):
+        for cls in data.BUSI_CLASSES:
+            assert abs(shares[split][cls] - shares["whole"][cls]) < 0.04, (split, cls)
+        assert abs(shares[split]["duplicates"] - shares["whole"]["duplicates"]) < 0.03, split
+
+
+def test_no_duplicate_group_straddles_two_splits():
+    table = data.busi_table()
+    assert (table.groupby("group")["split"].nunique() == 1).all()
+    sizes = table.groupby("group")["name"].transform("size")
+    for split in ("train", "val", "test"):
+        assert (sizes[table["split"] == split] > 1).sum() > 0, split
+
+
+def test_shipped_split_is_what_the_build_script_assigns():
+    make_data = load_make_data()
+    table = data.busi_table()
+    splits = make_data.assign_splits(table["class"], table["group"], make_data.SPLIT_FRACTIONS,
+                                     make_data.SPLIT_SEED)
+    assert splits.tolist() == table["split"].tolist()
+
+
+def test_split_summary_counts_classes_and_group_sizes():
+    summary = data.busi_split_summary()
+    assert list(summary.index) == ["train", "val", "test", "train+val+test", "excluded", "all"]
+    sizes = ["in groups of 1", "in groups of 2", "in groups of 3", "in groups of 4+"]
+    assert (summary[list(data.BUSI_CLASSES)].sum(axis=1) == summary["images"]).all()
+    assert (summary[sizes].sum(axis=1) == summary["images"]).all()
+    assert (summary.loc[["train", "val", "test"]].sum() == summary.loc["train+val+test"]).drop(
+        "duplicate share").all()
+    assert summary.loc["all", "images"] == 780 and summary.loc["excluded", "images"] == 18
+    assert summary.loc["all", list(data.BUSI_CLASSES)].tolist() == [133, 437, 210]
+    # 149 groups of two or more hold 335 images (data/README.md), the other 445 stand alone.
+    assert summary.loc["all", "in groups of 1"] == 445
+    assert summary.loc["all", "groups"] == 445 + 149
+    assert summary.loc["excluded", "duplicate share"] == 1.0
+    table = data.busi_table()
+    for split in ("train", "val", "test"):
+        part = table[table["split"] == split]
+        assert summary.loc[split, "groups"] == part["group"].nunique()
+        assert summary.loc[split, "duplicate share"] == pytest.approx(
+            1 - summary.loc[split, "in groups of 1"] / len(part))
+
+
+def test_split_summary_on_a_small_table(tmp_path, monkeypatch):
+    rows = [("normal (1).png", "normal", "train", 0), ("normal (2).png", "normal", "val", 1),
+            ("benign (1).png", "benign", "train", 2), ("benign (2).png", "benign", "train", 2),
+            ("benign (3).png", "benign", "test", 4), ("benign (4).png", "benign", "test", 4),
+            ("benign (5).png", "benign", "test", 4), ("malignant (1).png", "malignant",
+                                                        "excluded", 7)]
+    rows += [(f"malignant ({k}).png", "malignant", "train", 8) for k in range(2, 7)]
+    rows.append(("benign (6).png", "benign", "excluded", 7))
+    (tmp_path / "busi").mkdir()
+    split_csv = tmp_path / data.BUSI_SPLIT
+    split_csv.write_text("name,class,split,group\n"
+                         + "".join(f"{n},{c},{s},{g}\n" for n, c, s, g in rows))
+    digest = hashlib.sha256(split_csv.read_bytes()).hexdigest()
+    (tmp_path / data.MANIFEST).write_text(f"{digest}  {data.BUSI_SPLIT}\n")
+    monkeypatch.setattr(paths, "DATA_DIR", tmp_path)
+    summary = data.busi_split_summary()
+    columns = ["images", "normal", "benign", "malignant", "groups", "in groups of 1",
+               "in groups of 2", "in groups of 3", "in groups of 4+"]
+    assert summary.loc["train", columns].tolist() == [8, 1, 2, 5, 3, 1, 2, 0, 5]
+    assert summary.loc["val", columns].tolist() == [1, 1, 0, 0, 1, 1, 0, 0, 0]
+    assert summary.loc["test", columns].tolist() == [3, 0, 3, 0, 1, 0, 0, 3, 0]
+    assert summary.loc["excluded", columns].tolist() == [2, 0, 1, 1, 1, 0, 2, 0, 0]
+    assert summary.loc["all", columns].tolist() == [14, 2, 6, 6, 6, 2, 4, 3, 5]
+    assert summary.loc["train", "duplicate share"] == pytest.approx(7 / 8)
+    assert summary.loc["val", "duplicate share"] == 0.0
+    assert summary.loc["train+val+test", "duplicate share"] == pytest.approx(10 / 12)
+
+
 def test_busi_excluded_groups_are_exactly_those_with_contradictory_labels():
     table = data.busi_table()
     classes_per_group = table.groupby("group")["class"].nunique()
@@ -218,6 +308,174 @@ def test_a_missing_manifest_is_reported(data_copy):
         data.load_pima()
 
 
+# --- manifest parsing and make_data.py --check ------------------------------------------------
+
+SMALL_FILES = {"pima/table.csv": b"a,b\n1,2\n", "busi/split.csv": b"name,class\nx,benign\n"}
+
+
+@pytest.fixture
+def small_data(tmp_path, monkeypatch):
+    """A two-file data folder with its manifest and README, read by the loaders instead of data/."""
+    folder = tmp_path / "data"
+    for rel, payload in SMALL_FILES.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(payload)
+    (folder / "README.md").write_text("not listed in the manifest\n")
+    load_make_data().write_manifest(folder)
+    monkeypatch.setattr(paths, "DATA_DIR", folder)
+    return folder
+
+
+def digest_of(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def write_manifest_text(folder, text):
+    (folder / data.MANIFEST).write_text(text)
+
+
+def run_check(folder, capsys):
+    status = load_make_data().main(["--check", "--out", str(folder)])
+    return status, capsys.readouterr().out
+
+
+def test_write_manifest_lists_the_files_in_sha256sum_format(small_data):
+    assert (small_data / data.MANIFEST).read_text() == "".join(
+        f"{digest_of(SMALL_FILES[rel])}  {rel}\n" for rel in ("busi/split.csv", "pima/table.csv"))
+
+
+@pytest.mark.parametrize("separator", ["  ", " *", " "])
+@pytest.mark.parametrize("upper", [False, True])
+def test_manifest_accepts_sha256sum_formats_in_any_case(small_data, separator, upper):
+    lines = []
+    for rel, payload in SMALL_FILES.items():
+        digest = digest_of(payload)
+        lines.append(f"{digest.upper() if upper else digest}{separator}{rel}")
+    write_manifest_text(small_data, "\n".join(lines) + "\n")
+    assert data.read_manifest(small_data) == {rel: digest_of(p) for rel, p in SMALL_FILES.items()}
+    assert data.verify_all() == sorted(SMALL_FILES)
+
+
+def test_manifest_skips_blank_lines_and_tolerates_crlf_and_a_byte_order_mark(small_data):
+    first, second = (f"{digest_of(p)}  {rel}" for rel, p in SMALL_FILES.items())
+    (small_data / data.MANIFEST).write_bytes(
+        f"\ufeff\r\n{first}\r\n   \r\n\r\n{second}\r\n\r\n".encode("utf-8"))
+    assert data.read_manifest(small_data) == {rel: digest_of(p) for rel, p in SMALL_FILES.items()}
+
+
+@pytest.mark.parametrize("bad_line", [
+    "not a checksum line",
+    "{digest}",                             # no path
+    "{digest}busi/split.csv",               # no separator
+    "{short}  busi/split.csv",              # 63 digits
+    "{digest}0  busi/split.csv",            # 65 digits
+    "{nonhex}  busi/split.csv",
+    "{digest}   busi/split.csv",            # the path would start with a space
+    "SHA256 (busi/split.csv) = {digest}",   # BSD format
+])
+def test_manifest_refuses_a_malformed_line_with_its_number_and_text(small_data, bad_line):
+    digest = digest_of(SMALL_FILES["busi/split.csv"])
+    bad_line = bad_line.format(digest=digest, short=digest[:-1], nonhex="g" + digest[1:])
+    good = f"{digest_of(SMALL_FILES['pima/table.csv'])}  pima/table.csv"
+    write_manifest_text(small_data, f"{good}\n\n{bad_line}\n")
+    with pytest.raises(ValueError, match=r"SHA256SUMS, line 3: ") as caught:
+        data.read_manifest(small_data)
+    assert repr(bad_line) in str(caught.value)
+
+
+def test_manifest_refuses_a_repeated_path_and_paths_outside_the_folder(small_data):
+    digest = digest_of(SMALL_FILES["busi/split.csv"])
+    write_manifest_text(small_data, f"{digest}  busi/split.csv\n{digest}  ./busi/split.csv\n")
+    with pytest.raises(ValueError, match=r"line 2: .* again \(first on line 1\)"):
+        data.read_manifest(small_data)
+    for path in ("../secret.csv", "/etc/passwd", "busi/../../x"):
+        write_manifest_text(small_data, f"{digest}  {path}\n")
+        with pytest.raises(ValueError, match="line 1: .*outside data/"):
+            data.read_manifest(small_data)
+
+
+def test_check_alone_passes_an_intact_folder(small_data, capsys):
+    status, out = run_check(small_data, capsys)
+    assert status == 0 and "all 2 files match" in out
+
+
+def test_check_alone_passes_an_upper_case_single_space_manifest(small_data, capsys):
+    write_manifest_text(small_data, "".join(f"{digest_of(p).upper()} {rel}\n\n"
+                                            for rel, p in SMALL_FILES.items()))
+    status, out = run_check(small_data, capsys)
+    assert status == 0 and "all 2 files match" in out
+
+
+def test_check_alone_reports_a_missing_manifest_without_a_traceback(small_data, capsys):
+    (small_data / data.MANIFEST).unlink()
+    status, out = run_check(small_data, capsys)
+    assert status == 1 and "SHA256SUMS is missing" in out and "git checkout" in out
+
+
+def test_check_alone_reports_a_malformed_manifest_by_line(small_data, capsys):
+    with open(small_data / data.MANIFEST, "a") as handle:
+        handle.write("garbage\n")
+    status, out = run_check(small_data, capsys)
+    assert status == 1 and "line 3: 'garbage'" in out
+
+
+def test_check_alone_names_missing_corrupt_and_unlisted_files(small_data, capsys):
+    (small_data / "pima/table.csv").unlink()
+    edited = b"name,class\nx,malignant\n"
+    (small_data / "busi/split.csv").write_bytes(edited)
+    (small_data / "busi/extra.npy").write_bytes(b"stray")
+    (small_data / "notes.txt").write_text("stray")
+    status, out = run_check(small_data, capsys)
+    assert status == 1
+    assert "MISSING pima/table.csv" in out
+    assert f"CORRUPT busi/split.csv: its SHA-256 is {digest_of(edited)}" in out
+    assert "UNLISTED busi/extra.npy" in out and "UNLISTED notes.txt" in out
+    assert "README.md" not in out.replace("data/README.md", "")
+    assert "4 problem(s)" in out
+
+
+@pytest.mark.parametrize("fault, expected", [
+    ("missing file", "MISSING pima/table.csv"),
+    ("corrupt file", "CORRUPT busi/split.csv"),
+    ("unlisted file", "UNLISTED busi/extra.csv"),
+])
+def test_check_alone_fails_on_each_single_fault(small_data, capsys, fault, expected):
+    if fault == "missing file":
+        (small_data / "pima/table.csv").unlink()
+    elif fault == "corrupt file":
+        (small_data / "busi/split.csv").write_bytes(b"changed")
+    else:
+        (small_data / "busi/extra.csv").write_bytes(b"stray")
+    status, out = run_check(small_data, capsys)
+    assert status == 1 and expected in out and "1 problem(s)" in out
+
+
+def test_check_with_originals_compares_the_bytes_of_every_file(small_data, tmp_path, capsys,
+                                                               monkeypatch):
+    make_data = load_make_data()
+    reference = tmp_path / "reference"
+    shutil.copytree(small_data, reference)
+    monkeypatch.setattr(make_data, "build", lambda busi, pima, out, size=224: shutil.copytree(
+        reference, out, dirs_exist_ok=True))
+
+    def check():
+        status = make_data.main(["--check", "--busi", "b", "--pima", "p", "--out",
+                                 str(small_data)])
+        return status, capsys.readouterr().out
+
+    assert check() == (0, "data/ is reproduced byte for byte\n")
+    (small_data / data.MANIFEST).unlink()
+    status, out = check()
+    assert status == 1 and "MISSING SHA256SUMS" in out
+    shutil.copy(reference / data.MANIFEST, small_data / data.MANIFEST)
+    # A corrupt file with an intact manifest is caught too: the files themselves are compared.
+    (small_data / "busi/split.csv").write_bytes(b"changed")
+    (small_data / "busi/stray.csv").write_bytes(b"stray")
+    status, out = check()
+    assert status == 1 and "DIFFERS busi/split.csv" in out and "EXTRA busi/stray.csv" in out
+    assert "NOT reproduced" in out
+
+
 # --- BreastMNIST download --------------------------------------------------------------------
 
 class FakeResponse:
@@ -297,3 +555,110 @@ def test_assign_splits_keeps_groups_whole_and_excludes_mixed_ones():
                   for s in ("train", "val", "test")}
         assert sum(counts.values()) == total
         assert abs(counts["val"] - 0.15 * total) <= 4 and abs(counts["test"] - 0.15 * total) <= 4
+
+
+def synthetic_population(seed=0):
+    """Classes and group ids of a BUSI-like set: per class, single images and groups of 2-7.
+
+    Group ids are shuffled integers, so nothing about a group's place in the list follows
+    from its size or class. Two mixed-class groups (a benign/malignant pair, a normal/benign
+    triple) must end up excluded.
+    """
+    rng = np.random.default_rng(seed)
+    layout = {"normal": (70, [2] * 25 + [3] * 4 + [4]), "benign": (220, [2] * 80 + [3] * 12
+                                                                      + [4] * 4 + [7]),
+              "malignant": (170, [2] * 14 + [3] * 2)}
+    classes, groups, next_id = [], [], 0
+    for cls, (singles, sizes) in layout.items():
+        for size in [1] * singles + sizes:
+            classes += [cls] * size
+            groups += [next_id] * size
+            next_id += 1
+    for mixed in (["benign", "malignant"], ["normal", "benign", "benign"]):
+        classes += mixed
+        groups += [next_id] * len(mixed)
+        next_id += 1
+    relabel = rng.permutation(next_id)
+    order = rng.permutation(len(classes))
+    return np.array(classes)[order], relabel[np.array(groups)[order]]
+
+
+def split_of_each_group(groups, splits) -> dict:
+    by_group = {}
+    for group, split in zip(np.asarray(groups).tolist(), splits.tolist()):
+        by_group.setdefault(group, set()).add(split)
+    return by_group
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_assign_splits_balances_classes_and_duplicates_for_every_seed(seed):
+    make_data = load_make_data()
+    classes, groups = synthetic_population()
+    splits = make_data.assign_splits(classes, groups, make_data.SPLIT_FRACTIONS, seed)
+    by_group = split_of_each_group(groups, splits)
+    assert all(len(s) == 1 for s in by_group.values())
+    mixed = {g for g in by_group if len(set(classes[groups == g])) > 1}
+    assert len(mixed) == 2
+    assert {g for g, s in by_group.items() if s == {data.EXCLUDED}} == mixed
+    shares = split_shares(classes, groups, splits)
+    for split in ("train", "val", "test"):
+        for cls in data.BUSI_CLASSES:
+            assert abs(shares[split][cls] - shares["whole"][cls]) < 0.04, (split, cls)
+        assert abs(shares[split]["duplicates"] - shares["whole"]["duplicates"]) < 0.04, split
+
+
+def test_assign_splits_meets_each_stream_target_within_one_group():
+    make_data = load_make_data()
+    classes, groups = synthetic_population()
+    fractions = make_data.SPLIT_FRACTIONS
+    splits = make_data.assign_splits(classes, groups, fractions, seed=3)
+    ids, sizes = np.unique(groups, return_counts=True)
+    size = dict(zip(ids.tolist(), sizes.tolist()))
+    image_size = np.array([size[g] for g in groups.tolist()])
+    kept = splits != data.EXCLUDED
+    for cls in data.BUSI_CLASSES:
+        for in_stream, largest in ((image_size == 1, 1), (image_size > 1, 7)):
+            stream = kept & in_stream & (classes == cls)
+            for split, fraction in fractions.items():
+                dealt = int((stream & (splits == split)).sum())
+                assert abs(dealt - fraction * stream.sum()) <= largest, (cls, largest, split)
+
+
+def test_deal_hits_integer_targets_exactly():
+    make_data = load_make_data()
+    singles = list(range(20))
+    dealt = make_data.deal(singles, dict.fromkeys(singles, 1), make_data.SPLIT_FRACTIONS)
+    counts = {s: list(dealt.values()).count(s) for s in make_data.SPLIT_FRACTIONS}
+    assert counts == {"train": 14, "val": 3, "test": 3}
+
+
+def test_assign_splits_is_deterministic_and_depends_on_the_seed_only():
+    make_data = load_make_data()
+    classes, groups = synthetic_population()
+    fractions = make_data.SPLIT_FRACTIONS
+    first = make_data.assign_splits(classes, groups, fractions, seed=5)
+    assert first.tolist() == make_data.assign_splits(classes, groups, fractions, 5).tolist()
+    # The order of the images does not matter, only the groups and the seed.
+    order = np.random.default_rng(9).permutation(len(classes))
+    again = make_data.assign_splits(classes[order], groups[order], fractions, seed=5)
+    assert split_of_each_group(groups[order], again) == split_of_each_group(groups, first)
+    other = make_data.assign_splits(classes, groups, fractions, seed=6)
+    moved = (first != other).mean()
+    assert 0.1 < moved < 0.9
+
+
+@pytest.mark.parametrize("fractions", [{"train": 0.7, "val": 0.2, "test": 0.2},
+                                       {"train": 1.0, "val": 0.0, "test": 0.0}, {}])
+def test_assign_splits_rejects_bad_fractions(fractions):
+    make_data = load_make_data()
+    with pytest.raises(ValueError, match="fractions must .* sum to 1"):
+        make_data.assign_splits(["benign"], [0], fractions, seed=0)
+
+
+def test_assign_splits_rejects_unknown_classes_and_mismatched_lengths():
+    make_data = load_make_data()
+    fractions = make_data.SPLIT_FRACTIONS
+    with pytest.raises(ValueError, match="'Benign'"):
+        make_data.assign_splits(["benign", "Benign"], [0, 1], fractions, seed=0)
+    with pytest.raises(ValueError, match="one entry per image"):
+        make_data.assign_splits(["benign", "benign"], [0], fractions, seed=0)

@@ -123,3 +123,112 @@ def test_bad_bootstrap_settings_are_rejected():
         evaluate.bootstrap_metrics(labels, scores, n_boot=1)
     with pytest.raises(ValueError, match="level"):
         evaluate.bootstrap_metrics(labels, scores, level=95)
+
+
+# --- per-class recall, the majority baseline, summaries over seeds ------------------------
+
+def test_class_recall_has_known_values_and_brackets_them():
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2, 2] * 6)
+    preds = torch.tensor([0, 1, 1, 1, 0, 2, 2, 2, 2, 0] * 6)
+    scores = torch.nn.functional.one_hot(preds, 3).double()
+    table = evaluate.class_recall(labels, scores, classes=["a", "b", "c"], n_boot=300)
+    assert list(table.index) == ["a", "b", "c"]
+    assert table["support"].tolist() == [12, 18, 30]
+    assert np.allclose(table["estimate"], [1 / 2, 2 / 3, 4 / 5], rtol=0, atol=1e-12)
+    assert np.allclose(table["estimate"], skm.recall_score(labels, preds, average=None))
+    assert (table["ci_low"] <= table["estimate"]).all()
+    assert (table["estimate"] <= table["ci_high"]).all()
+    assert (table["ci_high"] > table["ci_low"]).all()
+
+
+def test_replicate_recall_equals_sklearn_on_each_resample():
+    labels, scores = random_case(n=60, seed=3)
+    counts = bootstrap.bootstrap_counts(60, n_boot=4, seed=2)
+    recall = evaluate.replicate_recall(labels, scores, counts)
+    for row in range(4):
+        index = torch.repeat_interleave(torch.arange(60), counts[row].long())
+        expected = skm.recall_score(labels[index], scores[index].argmax(dim=1), average=None,
+                                    labels=[0, 1, 2], zero_division=0)
+        assert np.allclose(recall[row].numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_majority_class_breaks_ties_towards_the_smallest_index():
+    assert evaluate.majority_class(torch.tensor([2, 2, 1, 1, 0]), 3) == 1
+    assert evaluate.majority_class(torch.tensor([2, 2, 2, 0]), 4) == 2
+    with pytest.raises(ValueError, match="num_classes"):
+        evaluate.majority_class(torch.tensor([0, 1]), 1)
+    with pytest.raises(ValueError, match=r"integers in \[0, 2\]"):
+        evaluate.majority_class(torch.tensor([0, 3]), 3)
+    with pytest.raises(ValueError, match="non-empty vector"):
+        evaluate.majority_class(torch.tensor([0.0, 1.0]), 3)
+
+
+def test_majority_baseline_of_the_busi_test_split_proportions():
+    """Always 'benign' (the training majority) on 20 normal, 64 benign, 31 malignant images."""
+    train_labels = torch.tensor([0] * 91 + [1] * 300 + [2] * 143)
+    labels = torch.tensor([0] * 20 + [1] * 64 + [2] * 31)
+    baseline = evaluate.majority_baseline(train_labels, labels, 3)
+    assert baseline["class"] == 1
+    assert baseline["accuracy"] == pytest.approx(64 / 115, abs=1e-12)
+    assert baseline["balanced_accuracy"] == pytest.approx(1 / 3, abs=1e-12)
+    assert baseline["auc_ovr"] == pytest.approx(0.5, abs=1e-12)  # every case tied
+    # macro-F1: only the predicted class has a non-zero F1, 2 * precision * 1 / (precision + 1)
+    precision = 64 / 115
+    assert baseline["macro_f1"] == pytest.approx(2 * precision / (precision + 1) / 3, abs=1e-12)
+    scores = evaluate.majority_scores(train_labels, 5, 3)
+    assert torch.equal(scores, torch.tensor([[0.0, 1.0, 0.0]] * 5, dtype=torch.float64))
+
+
+def test_a_summary_of_identical_seeds_is_the_bootstrap_of_one_seed():
+    labels, scores = random_case(n=90, seed=6)
+    summary = evaluate.seed_summary(labels, [scores, scores.clone()], classes=["n", "b", "m"],
+                                    n_boot=200, seed=3, chunk_size=70)
+    single = evaluate.bootstrap_metrics(labels, scores, n_boot=200, seed=3)
+    assert list(summary.index) == list(evaluate.METRICS) + ["recall n", "recall b", "recall m"]
+    for name in evaluate.METRICS:
+        assert summary.loc[name, "mean"] == pytest.approx(single.loc[name, "estimate"], abs=1e-12)
+        assert summary.loc[name, "min"] == summary.loc[name, "max"]
+        assert summary.loc[name, "ci_low"] == pytest.approx(single.loc[name, "ci_low"], abs=1e-12)
+        assert summary.loc[name, "ci_high"] == pytest.approx(single.loc[name, "ci_high"],
+                                                             abs=1e-12)
+    recall = evaluate.class_recall(labels, scores, n_boot=200, seed=3)
+    assert np.allclose(summary.loc[["recall n", "recall b", "recall m"], "ci_low"],
+                       recall["ci_low"], rtol=0, atol=1e-12)
+    assert (summary["seeds"] == 2).all()
+
+
+def test_a_summary_over_seeds_takes_mean_range_and_the_interval_of_the_seed_mean():
+    labels, first = random_case(n=80, seed=7)
+    _, second = random_case(n=80, seed=8)
+    summary = evaluate.seed_summary(labels, [first, second], n_boot=100, seed=1)
+    points = [evaluate.metrics(labels, s) for s in (first, second)]
+    counts = bootstrap.bootstrap_counts(80, n_boot=100, seed=1)
+    for name in evaluate.METRICS:
+        values = [p[name] for p in points]
+        assert summary.loc[name, "mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert summary.loc[name, "min"] == pytest.approx(min(values), abs=1e-12)
+        assert summary.loc[name, "max"] == pytest.approx(max(values), abs=1e-12)
+        seed_mean = (evaluate.replicate_metrics(labels, first, counts)[name]
+                     + evaluate.replicate_metrics(labels, second, counts)[name]) / 2
+        low, high = torch.nanquantile(seed_mean, torch.tensor([0.025, 0.975],
+                                                              dtype=torch.float64)).tolist()
+        assert summary.loc[name, "ci_low"] == pytest.approx(low, abs=1e-12)
+        assert summary.loc[name, "ci_high"] == pytest.approx(high, abs=1e-12)
+    recall = [skm.recall_score(labels, s.argmax(dim=1), average=None) for s in (first, second)]
+    assert np.allclose(summary.loc[["recall 0", "recall 1", "recall 2"], "mean"],
+                       np.mean(recall, axis=0), rtol=0, atol=1e-12)
+
+
+def test_bad_seed_summaries_are_rejected():
+    labels, scores = random_case(n=20)
+    with pytest.raises(ValueError, match="at least one seed"):
+        evaluate.seed_summary(labels, [], n_boot=10)
+    with pytest.raises(ValueError, match="one label per row"):
+        evaluate.seed_summary(labels, [scores, scores[:10]], n_boot=10)
+    wider = torch.cat([scores, torch.zeros(20, 1)], dim=1)
+    with pytest.raises(ValueError, match="same shape"):
+        evaluate.seed_summary(labels, [scores, wider], n_boot=10)
+    with pytest.raises(ValueError, match="classes must name all 3 classes"):
+        evaluate.seed_summary(labels, [scores], classes=["a", "b"], n_boot=10)
+    with pytest.raises(ValueError, match="n_boot"):
+        evaluate.class_recall(labels, scores, n_boot=5)

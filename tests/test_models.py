@@ -226,3 +226,33 @@ def test_load_trained_rejects_bad_arguments():
         checkpoints.load_trained("resnet18", "huge")
     with pytest.raises(ValueError, match="valid weights"):
         checkpoints.load_trained("resnet18", "smoke", weights="IMAGENET1K_V1")
+
+
+def test_every_seed_is_its_own_cached_network(trained_setup, monkeypatch):
+    monkeypatch.setitem(checkpoints.profiles.CNN_SEEDS, "smoke", (0, 3))
+    loaded = checkpoints.load_all("smoke", archs=("resnet18",), verbose=False)
+    assert sorted(loaded) == [("resnet18", 0), ("resnet18", 3)]
+    names = sorted(path.name for path in (trained_setup / "models").glob("*.pt"))
+    assert [name.split("-")[2] for name in names] == ["seed0", "seed3"]
+    (first, run0), (second, run3) = loaded[("resnet18", 0)], loaded[("resnet18", 3)]
+    assert (run0.seed, run3.seed) == (0, 3)
+    assert not torch.equal(first.net.fc.weight, second.net.fc.weight)
+    assert set(run0.train_scores) == {"accuracy", "balanced_accuracy", "macro_f1", "auc_ovr"}
+
+
+def test_the_shuffled_label_network_is_cached_apart_and_trained_on_permuted_labels(
+        trained_setup, monkeypatch):
+    seen = []
+    fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda model, train_set, *args, **kwargs: (
+        seen.append(train_set[1].clone()), fit(model, train_set, *args, **kwargs))[1])
+    model, run = checkpoints.load_shuffled_labels("smoke", verbose=False)
+    assert run.arch == checkpoints.SHUFFLED_LABELS_ARCH
+    assert run.config.shuffled_labels_seed == 0
+    assert run.best_epoch == run.epochs_run == run.config.epochs
+    (name,) = [path.name for path in (trained_setup / "models").glob("*.pt")]
+    assert name.startswith("resnet18-smoke-seed0-shuffled-")
+    real = train.subset(*(lambda s: (s.images, s.labels))(fake_busi("train", 32)),
+                        run.config.train_subset, 0)[1]
+    assert torch.equal(seen[0], train.shuffled_labels(real, 0))
+    assert torch.equal(torch.bincount(seen[0]), torch.bincount(real))

@@ -212,3 +212,77 @@ def test_fit_keeps_the_moving_average_of_the_weights_when_asked():
     weights = train.class_weights(blobs()[1], 3)
     loss = nn.functional.cross_entropy(model.eval()(images), labels, weight=weights).item()
     assert loss == pytest.approx(min(averaged.history["val_loss"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"precision": "float16"}, "precision must be one of float32, bfloat16"),
+    ({"channels_last": 1}, "channels_last must be True or False"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+    ({"shuffled_labels_seed": True}, "shuffled_labels_seed must be None or an integer"),
+])
+def test_bad_speed_and_regularisation_settings_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        small_config(**changes)
+
+
+def test_channels_last_trains_the_same_network():
+    """Only the memory layout changes: the same curves up to rounding, weights handed back
+    contiguous and a model in its original layout."""
+    _, plain = fit_tiny(epochs=3)
+    model, strided = fit_tiny(epochs=3, channels_last=True)
+    for name in plain.history:
+        assert strided.history[name] == pytest.approx(plain.history[name], rel=1e-4, abs=1e-6)
+    conv = model.body[0].weight
+    assert conv.is_contiguous()
+    assert all(value.is_contiguous() for value in strided.state_dict.values())
+
+
+def test_bfloat16_autocast_trains_and_keeps_float32_weights():
+    _, plain = fit_tiny(epochs=12, lr=3e-2)
+    model, mixed = fit_tiny(epochs=12, lr=3e-2, precision="bfloat16")
+    assert mixed.history["train_loss"] != plain.history["train_loss"]  # autocast was on
+    assert mixed.history["train_loss"][-1] < 0.7 * mixed.history["train_loss"][0]
+    assert max(mixed.history["val_accuracy"]) > 0.6
+    assert all(value.dtype == torch.float32 for value in mixed.state_dict.values())
+
+
+def test_label_smoothing_changes_the_training_loss_not_the_validation_loss():
+    _, plain = fit_tiny(epochs=3)
+    model, smoothed = fit_tiny(epochs=3, label_smoothing=0.2)
+    assert smoothed.history["train_loss"][0] != plain.history["train_loss"][0]
+    model.load_state_dict(smoothed.state_dict)
+    images, labels = blobs(n=24, seed=1)
+    weights = train.class_weights(blobs()[1], 3)
+    loss = nn.functional.cross_entropy(model.eval()(images), labels, weight=weights).item()
+    assert loss == pytest.approx(min(smoothed.history["val_loss"]), rel=1e-6)
+
+
+def test_shuffled_labels_are_a_seeded_permutation():
+    labels = torch.arange(60) % 3
+    shuffled = train.shuffled_labels(labels, seed=4)
+    assert torch.equal(torch.bincount(shuffled), torch.bincount(labels))
+    assert torch.equal(shuffled, train.shuffled_labels(labels, seed=4))
+    assert not torch.equal(shuffled, train.shuffled_labels(labels, seed=5))
+    assert (shuffled != labels).float().mean() > 0.4  # most labels moved
+
+
+def test_a_shuffled_label_run_keeps_its_last_epoch_without_early_stopping():
+    """FrozenNet never improves the validation loss, yet every epoch runs and the last is kept."""
+    model = FrozenNet()
+    result = train.fit(model, blobs(), blobs(n=12, seed=1),
+                       small_config(epochs=5, patience=1, shuffled_labels_seed=0), seed=0)
+    assert result.epochs_run == 5
+    assert result.best_epoch == 5
+    assert not small_config(shuffled_labels_seed=0).keeps_best_epoch
+    assert small_config().keeps_best_epoch
+
+
+def test_every_profile_has_seeds_and_a_shuffled_label_network():
+    for profile in profiles.PROFILES:
+        assert len(checkpoints.seeds(profile)) >= 2
+        assert len(set(checkpoints.seeds(profile))) == len(checkpoints.seeds(profile))
+        changes = profiles.CNN_SHUFFLED_LABELS[profile]
+        config = checkpoints.config_for(checkpoints.SHUFFLED_LABELS_ARCH, profile, **changes)
+        assert config.shuffled_labels_seed is not None
+        assert config.image_size == checkpoints.config_for("vgg16", profile).image_size
+    assert checkpoints.seeds("book") == (0, 1, 2)

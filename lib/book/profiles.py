@@ -78,6 +78,21 @@ CNN_TRAINING = {
               "weight_decay": 5e-4, "patience": 20, "ema_decay": 0.99},
 }
 
+# Training seeds per profile: every network is trained once per seed, and the CNN chapter
+# reports each metric as the mean and range over them.
+CNN_SEEDS = {"smoke": (0, 1), "book": (0, 1, 2), "full": (0, 1, 2)}
+
+# The ResNet-18 of the data-randomisation check: trained on the training labels permuted with
+# ``shuffled_labels_seed``, over the profile's ResNet-18 settings. No augmentation and no weight
+# decay, so that it can memorise the noise; it keeps its last epoch.
+_NO_AUGMENTATION = {"hflip": False, "rotate": 0.0, "scale": 0.0, "shift": 0.0, "gain": 0.0,
+                    "contrast": 0.0, "speckle": 0.0}
+CNN_SHUFFLED_LABELS = {
+    "smoke": {"shuffled_labels_seed": 0, "augment": _NO_AUGMENTATION},
+    "book": {"shuffled_labels_seed": 0, "augment": _NO_AUGMENTATION, "weight_decay": 0.0},
+    "full": {"shuffled_labels_seed": 0, "augment": _NO_AUGMENTATION, "weight_decay": 0.0},
+}
+
 
 def check_profile(name: str) -> str:
     """The profile's name (an alias gives the name it stands for), or a ValueError."""

@@ -3,7 +3,9 @@
 A checkpoint's key hashes the architecture, the training settings, the seed, the data
 checksums, the toolchain and the source of the training code with everything it imports
 (``lib.book.imports``), so a change to any of them trains anew and a stale network is never
-served.
+served. Each profile trains every network with several seeds (``lib.book.profiles.CNN_SEEDS``),
+and one ResNet-18 on shuffled training labels for the data-randomisation check
+(``lib.book.profiles.CNN_SHUFFLED_LABELS``).
 """
 import contextlib
 from dataclasses import asdict, dataclass, fields
@@ -56,6 +58,16 @@ class TrainedRun:
     epochs_run: int
     seconds: float      # training wall time
     trained_on: str     # device description
+    train_scores: dict | None = None  # kept weights' metrics on the unaugmented training
+                                      # images, against the labels trained on
+
+
+SHUFFLED_LABELS_ARCH = "resnet18"
+
+
+def seeds(profile: str) -> tuple:
+    """The training seeds of ``profile`` (``lib.book.profiles.CNN_SEEDS``)."""
+    return tuple(profiles.CNN_SEEDS[profiles.check_profile(profile)])
 
 
 def checkpoint_key(arch: str, config, weights, seed: int) -> str:
@@ -80,9 +92,11 @@ def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 
     config = config_for(arch, profile, **changes)
     dev = hardware.device()
     key = checkpoint_key(arch, config, weights, seed)
+    name = f"{arch}-{profile}-seed{seed}" + ("-imagenet" if weights else "") + (
+        "-shuffled" if config.shuffled_labels_seed is not None else "")
     with _isolated_rng(seed, dev):
         entry = cache.cached_torch(
-            "models", f"{arch}-{profile}" + ("-imagenet" if weights else ""), key,
+            "models", name, key,
             lambda: train.train_checkpoint(arch, config, weights=weights, seed=seed,
                                            device=dev, verbose=verbose),
             verbose=verbose)
@@ -91,8 +105,30 @@ def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 
     run = TrainedRun(arch=arch, profile=profile, weights=weights, seed=seed, config=config,
                      history=entry["history"], best_epoch=entry["best_epoch"],
                      epochs_run=entry["epochs_run"], seconds=entry["seconds"],
-                     trained_on=entry["trained_on"])
+                     trained_on=entry["trained_on"], train_scores=entry.get("train_scores"))
     return model.to(dev).eval(), run
+
+
+def load_all(profile: str = "book", *, archs=models.ARCHS, weights=None,
+             verbose: bool = True) -> dict:
+    """``{(arch, seed): (model, run)}`` for every architecture in ``archs`` and every seed of
+    ``profile``, each as :func:`load_trained` gives it (trained once, cached)."""
+    return {(arch, seed): load_trained(arch, profile, weights=weights, seed=seed,
+                                       verbose=verbose)
+            for arch in archs for seed in seeds(profile)}
+
+
+def load_shuffled_labels(profile: str = "book", *, seed: int = 0, verbose: bool = True):
+    """The ResNet-18 trained on randomly permuted training labels, ``(model, run)``.
+
+    The data-randomisation check of explanation methods compares its maps with those of the
+    networks trained on the real labels. It keeps its last epoch (no early stopping on a
+    validation loss that means nothing here); ``run.train_scores["accuracy"]`` says how far it
+    memorised the shuffled labels. ``lib.book.profiles.CNN_SHUFFLED_LABELS`` holds its
+    settings, applied over the profile's ResNet-18 settings.
+    """
+    changes = profiles.CNN_SHUFFLED_LABELS[profiles.check_profile(profile)]
+    return load_trained(SHUFFLED_LABELS_ARCH, profile, seed=seed, verbose=verbose, **changes)
 
 
 @contextlib.contextmanager

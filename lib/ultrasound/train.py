@@ -1,11 +1,19 @@
 """Training the ultrasound CNNs: settings per profile, augmentation, the training loop.
 
-The loop is plain PyTorch: class-weighted cross-entropy, AdamW with a one-cycle learning-rate
-schedule, augmentation done in batches on the device, an exponential moving average of the
-weights, and early stopping on the validation loss of that average (the weights of the best
-epoch are kept). Every random draw comes from generators seeded by ``seed``, so a run repeats
-exactly on the same machine with the same number of threads.
+The loop is plain PyTorch: class-weighted cross-entropy (optionally label-smoothed), AdamW
+with a one-cycle learning-rate schedule, augmentation done in batches on the device, an
+exponential moving average of the weights, and early stopping on the validation loss of that
+average (the weights of the best epoch are kept). The forward and backward passes of training
+may run under bfloat16 autocast and in channels-last memory layout (faster on CPUs with bfloat16
+instructions); validation and the kept weights are always float32. Every random draw comes from
+generators seeded by ``seed``, so a run repeats exactly on the same machine with the same number
+of threads.
+
+A run may also train on randomly permuted training labels (``shuffled_labels_seed``): the
+data-randomisation check of explanation methods needs a network that memorised noise. Such a
+run keeps its last epoch, since a validation loss against real labels says nothing about it.
 """
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,6 +52,9 @@ class Augmentation:
             raise ValueError("augmentation scale and contrast must be below 1")
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a training run besides the architecture and the seed."""
@@ -57,6 +68,10 @@ class TrainConfig:
     augment: Augmentation = field(default_factory=Augmentation)
     ema_decay: float = 0.0    # per-step decay of the weight average that is validated and
                               # kept (0: the raw weights)
+    label_smoothing: float = 0.0  # of the training loss (validation loss is never smoothed)
+    precision: str = "float32"    # of training forward/backward passes: float32 | bfloat16
+    channels_last: bool = False   # train in channels-last memory layout
+    shuffled_labels_seed: int | None = None  # train on labels permuted with this seed
     train_subset: int | None = None  # use only this many training images (smoke runs)
     val_subset: int | None = None
 
@@ -74,6 +89,21 @@ class TrainConfig:
         if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr!r}, "
                              f"weight_decay={self.weight_decay!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be True or False, got {self.channels_last!r}")
+        seed = self.shuffled_labels_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"shuffled_labels_seed must be None or an integer, got {seed!r}")
+
+    @property
+    def keeps_best_epoch(self) -> bool:
+        """Early stopping on the validation loss, except on shuffled labels (last epoch kept)."""
+        return self.shuffled_labels_seed is None
 
 
 def augment(images: torch.Tensor, aug: Augmentation, generator: torch.Generator):
@@ -121,16 +151,17 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 @dataclass
 class FitResult:
-    state_dict: dict          # weights of the best epoch, on the CPU
+    state_dict: dict          # weights of the kept epoch, float32 and contiguous, on the CPU
     history: dict             # per-epoch curves: lists keyed by name
-    best_epoch: int           # 1-based
+    best_epoch: int           # 1-based epoch whose weights were kept
     epochs_run: int
     seconds: float
 
 
 def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str = "training"):
     """Train ``model`` in place on ``train_set`` = (images, labels), early-stopping on
-    ``val_set``; returns a :class:`FitResult` holding the weights of the best epoch."""
+    ``val_set``; returns a :class:`FitResult` holding the weights of the best epoch (of the last
+    epoch when ``config.keeps_best_epoch`` is false)."""
     start = time.perf_counter()
     dev = next(model.parameters()).device
     images, labels = (t.to(dev) for t in train_set)
@@ -139,6 +170,8 @@ def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str 
     weights = class_weights(labels, num_classes).to(dev)
     generator = torch.Generator(device=dev).manual_seed(seed)
     batches_per_epoch = max(1, len(images) // config.batch_size)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -158,17 +191,27 @@ def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str 
             history[name].append(value)
         bar.set_postfix_str(f"epoch {epoch} loss {train_loss:.3f} acc {train_acc:.3f} "
                             f"val_loss {val_loss:.3f} val_bacc {val_bacc:.3f}")
-        if val_loss < best[0]:
-            best = (val_loss, epoch, {k: v.detach().cpu().clone()
-                                      for k, v in evaluated.state_dict().items()})
+        if not config.keeps_best_epoch:
+            if epoch == config.epochs:
+                best = (val_loss, epoch, _cpu_weights(evaluated))
+        elif val_loss < best[0]:
+            best = (val_loss, epoch, _cpu_weights(evaluated))
         elif epoch - best[1] >= config.patience:
             break
     bar.close()
+    if config.channels_last:  # hand the model back in the layout it came in
+        model.to(memory_format=torch.contiguous_format)
     if best[2] is None:
         raise RuntimeError(f"training diverged: the validation loss was never finite "
                            f"({history['val_loss']}); try a smaller lr than {config.lr}")
     return FitResult(state_dict=best[2], history=history, best_epoch=best[1],
                      epochs_run=epoch, seconds=time.perf_counter() - start)
+
+
+def _cpu_weights(model) -> dict:
+    """A contiguous CPU copy of the state dict (channels-last training leaves strided weights)."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format)
+            for k, v in model.state_dict().items()}
 
 
 def _moving_average(model, decay: float):
@@ -185,7 +228,7 @@ def _moving_average(model, decay: float):
 
 def _validate(model, images, labels, class_weight):
     """Weighted loss, accuracy and balanced accuracy on unaugmented images, in eval mode."""
-    logits = models.predict_logits(model.eval(), images)
+    logits = models.predict_logits(model.eval(), images).float()
     loss = F.cross_entropy(logits, labels, weight=class_weight).item()
     if not math.isfinite(loss):  # diverged: `fit` says so once no epoch was ever finite
         return loss, math.nan, math.nan
@@ -193,14 +236,33 @@ def _validate(model, images, labels, class_weight):
     return loss, scores["accuracy"], scores["balanced_accuracy"]
 
 
-def train_step(model, images, labels, class_weight, optimizer, aug: Augmentation, generator):
-    """One optimisation step on an augmented copy of a batch; returns its scores and loss."""
-    logits = model(augment(images, aug, generator))
-    loss = F.cross_entropy(logits, labels, weight=class_weight)
+def autocast(precision: str, device: torch.device):
+    """The autocast context of ``precision`` on ``device`` (a no-op for float32)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, precision))
+
+
+def train_step(model, images, labels, class_weight, optimizer, aug: Augmentation, generator, *,
+               label_smoothing: float = 0.0, precision: str = "float32",
+               channels_last: bool = False):
+    """One optimisation step on an augmented copy of a batch; returns its logits and loss.
+
+    Augmentation and the optimiser step are float32; ``precision`` applies to the forward pass
+    (its backward pass follows it). With ``channels_last`` the model must already be in that
+    layout (``fit`` converts it).
+    """
+    batch = augment(images, aug, generator)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with autocast(precision, images.device):
+        logits = model(batch)
+    loss = F.cross_entropy(logits.float(), labels, weight=class_weight,
+                           label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return logits.detach(), loss.detach()
+    return logits.detach().float(), loss.detach()
 
 
 def _train_epoch(model, images, labels, weights, optimizer, schedule, config, generator, bar,
@@ -214,7 +276,9 @@ def _train_epoch(model, images, labels, weights, optimizer, schedule, config, ge
     for start in range(0, max(len(order) - batch, 0) + 1, batch):
         index = order[start:start + batch]
         logits, loss = train_step(model, images[index], labels[index], weights, optimizer,
-                                  config.augment, generator)
+                                  config.augment, generator,
+                                  label_smoothing=config.label_smoothing,
+                                  precision=config.precision, channels_last=config.channels_last)
         schedule.step()
         if averaged is not None:
             averaged.update_parameters(model)
@@ -233,22 +297,41 @@ def subset(images, labels, size, seed: int):
     return images[order], labels[order]
 
 
+def shuffled_labels(labels: torch.Tensor, seed: int) -> torch.Tensor:
+    """``labels`` randomly permuted with ``seed``: the class counts stay, the link to the image
+    goes."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return labels[order.to(labels.device)]
+
+
 def train_checkpoint(arch: str, config: TrainConfig, *, weights=None, seed: int = 0,
                      device=None, verbose: bool = True) -> dict:
-    """Train ``arch`` on the BUSI training split and return a checkpoint dictionary."""
+    """Train ``arch`` on the BUSI training split and return a checkpoint dictionary.
+
+    Besides the weights and learning curves it holds ``train_scores``: the kept weights' metrics
+    on the unaugmented training images against the labels trained on (shuffled ones when
+    ``config.shuffled_labels_seed`` is set: how far the network memorised them).
+    """
     dev = device or hardware.device()
     train_split = data.load_busi("train", size=config.image_size)
     val_split = data.load_busi("val", size=config.image_size)
     train_set = subset(train_split.images, train_split.labels, config.train_subset, seed)
     val_set = subset(val_split.images, val_split.labels, config.val_subset, seed)
+    if config.shuffled_labels_seed is not None:
+        train_set = (train_set[0], shuffled_labels(train_set[1], config.shuffled_labels_seed))
     if verbose:
         start = "ImageNet weights" if weights == "imagenet" else "scratch"
-        print(f"training {arch} from {start}: {len(train_set[1])} images of "
+        shuffled = " (labels shuffled)" if config.shuffled_labels_seed is not None else ""
+        print(f"training {arch} from {start}: {len(train_set[1])} images{shuffled} of "
               f"{config.image_size} px, up to {config.epochs} epochs, on "
               f"{hardware.describe(dev)}")
     model = models.build(arch, num_classes=len(train_split.classes), weights=weights).to(dev)
     result = fit(model, train_set, val_set, config, seed=seed, desc=arch)
+    model.load_state_dict(result.state_dict)
+    train_scores = evaluate.metrics(train_set[1].to(dev),
+                                    models.predict_logits(model.eval(), train_set[0]))
     return {"state_dict": result.state_dict, "history": result.history,
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "seconds": result.seconds, "trained_on": hardware.describe(dev),
-            "classes": list(train_split.classes), "config": asdict(config)}
+            "classes": list(train_split.classes), "config": asdict(config),
+            "train_scores": train_scores}
