@@ -81,7 +81,11 @@ def test_the_chapter_helpers_word_the_verdicts_and_round_the_tables():
     assert sanity_maps.data_verdicts(data, 0.5) == {"data_similar_methods": "a",
                                                     "data_different_methods": "b"}
     shown = sanity_maps.rounded(data)
-    assert shown.loc["a", "spearman CI"] == "[0.60, 0.80]" and shown.loc["b", "spearman"] == 0.2
+    assert list(shown.columns) == ["Spearman"]
+    assert shown.loc["a", "Spearman"] == "0.70 [0.60, 0.80]"
+    constant = sanity_maps.rounded(pd.DataFrame({"spearman": [float("nan")],
+                                                 "spearman CI": [(float("nan"),) * 2]}))
+    assert constant.iloc[0, 0] == "— (constant map)"
 
 
 def test_correct_lesion_images_are_those_every_network_gets_right():

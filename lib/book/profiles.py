@@ -37,6 +37,8 @@ OVERRIDES = {
         "09-global-cnn": {"N": 4, "n_per_class": 1, "num_resamples": 20, "deletion_steps": 2,
                           "n_boot": 100, "n_shown": 2, "cost_grids": [2, 4],
                           "cost_Ns": [4, 8], "chunk_size": 64},
+        "10-sanity-checks": {"n_images": 2, "am_steps": 2, "fd_patch": 8, "sobol_N": 2,
+                             "sobol_grid": 2, "n_boot": 50},
     },
     "book": {},
     "full": {
@@ -57,6 +59,8 @@ OVERRIDES = {
                              "n_boot": 2000, "n_examples": 3},
         "09-global-cnn": {"grid": 8, "N": 32, "n_per_class": 30, "chunk_size": 512,
                           "deletion_steps": 20, "n_boot": 2000, "n_shown": 6},
+        "10-sanity-checks": {"n_images": 30, "am_steps": 64, "fd_patch": 8, "sobol_N": 32,
+                             "n_boot": 2000},
     },
 }
 

@@ -99,6 +99,7 @@ def final_similarity(results: dict, *, threshold: float = 0.5, n_boot: int = 100
         for measure in last.index:
             row[f"{measure}"] = last.loc[measure, "mean"]
             row[f"{measure} CI"] = (last.loc[measure, "ci_low"], last.loc[measure, "ci_high"])
+        # a map that becomes constant (Grad-CAM's ReLU of a random layer) has changed
         row["verdict"] = "insensitive" if row["spearman"] > threshold else "changes"
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
@@ -146,12 +147,26 @@ def correct_lesion_images(networks, test, count: int) -> torch.Tensor:
 
 
 def rounded(table, digits: int = 2):
-    """``table`` as the page shows it: numbers rounded, intervals as ``[low, high]``."""
-    def cell(value):
-        if isinstance(value, tuple):
-            return f"[{value[0]:.{digits}f}, {value[1]:.{digits}f}]"
-        return round(value, digits) if isinstance(value, float) else value
-    return table.apply(lambda column: column.map(cell))
+    """``table`` as the page shows it: each measure and its interval in one column,
+    ``"0.42 [0.31, 0.55]"`` (a dash where a map is constant), other columns as they are."""
+    import math
+
+    import pandas as pd
+
+    def cell(value, interval):
+        if isinstance(value, float) and math.isnan(value):
+            return "— (constant map)"
+        return f"{value:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    shown = {}
+    for column in table.columns:
+        if column.endswith(" CI"):
+            continue
+        if f"{column} CI" in table.columns:
+            name = {"spearman": "Spearman", "ssim": "SSIM"}.get(column, column)
+            shown[name] = [cell(v, i) for v, i in zip(table[column], table[f"{column} CI"])]
+        else:
+            shown[column] = list(table[column])
+    return pd.DataFrame(shown, index=table.index)
 
 
 def _listed(rows) -> str:
