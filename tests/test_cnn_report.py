@@ -1,0 +1,59 @@
+"""lib.ultrasound.cnn_report: the CNN chapter's tables."""
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+
+from lib.ultrasound import cnn_report, evaluate
+
+
+def test_selection_table_averages_seeds_and_ranks_by_validation(tmp_path):
+    log = tmp_path / "log.csv"
+    pd.DataFrame({"candidate": ["a", "a", "b"], "arch": ["resnet18"] * 3, "seed": [0, 1, 0],
+                  "val_balanced_accuracy": [0.6, 0.7, 0.8], "val_loss": [1.0, 0.8, 0.5],
+                  "val_auc": [0.7, 0.8, 0.9], "best_epoch": [10, 20, 30],
+                  "seconds": [60, 120, 60]}).to_csv(log, index=False)
+    table = cnn_report.selection_table(log)
+    assert list(table.index) == [("resnet18", "b"), ("resnet18", "a")]
+    assert table.loc[("resnet18", "a"), "seeds"] == 2
+    assert table.loc[("resnet18", "a"), "validation balanced accuracy"] == 0.65
+    assert table.loc[("resnet18", "a"), "training minutes"] == 1.5
+
+
+def one_hot(predictions, classes=3):
+    return torch.nn.functional.one_hot(torch.tensor(predictions), classes).double()
+
+
+def test_a_perfect_network_is_higher_than_one_that_is_always_wrong():
+    labels = torch.tensor([0, 1, 2] * 10)
+    right = one_hot(labels.tolist())
+    wrong = one_hot(((labels + 1) % 3).tolist())
+    result = cnn_report.paired_difference(labels, [right, right], [wrong], n_boot=200)
+    assert result["difference"] == 1.0 and result["ci_low"] == 1.0
+    assert result["verdict"] == "higher"
+    same = cnn_report.paired_difference(labels, [right], [right], n_boot=200)
+    assert same["difference"] == 0 and same["verdict"] == "indistinguishable"
+
+
+def test_over_seeds_and_the_model_card_read_the_seed_summaries():
+    labels = torch.tensor([0, 1, 2, 1] * 8)
+    scores = [one_hot(labels.tolist()), one_hot([1] * len(labels))]
+    summary = evaluate.seed_summary(labels, scores, classes=("n", "b", "m"), n_boot=50)
+    table = cnn_report.over_seeds({"test": summary})
+    assert table.loc["balanced accuracy", "test: seed range"] == "0.333–1.000"
+    recall = evaluate.class_recall(labels, scores[0], classes=("n", "b", "m"), n_boot=50)
+    recall.loc["m", "estimate"] = 0.4
+    config = SimpleNamespace(image_size=96, epochs=50, lr=2e-3, weight_decay=5e-4,
+                             batch_size=32)
+    runs = [SimpleNamespace(seconds=120, seed=0), SimpleNamespace(seconds=60, seed=1)]
+    card = cnn_report.model_card("ResNet-18", config, runs,
+                                 split_sizes={"train": 10, "val": 2, "test": 3},
+                                 validation=summary, test=summary, recall=recall,
+                                 baseline={"accuracy": 0.5})
+    assert card["split (train / val / test)"] == "10 / 2 / 3"
+    assert card["minutes per training"] == "1.5"
+    assert card["weakest class (test recall, seed 0)"] == "m (0.40)"
+    assert card.name == "ResNet-18"
+    with pytest.raises(KeyError):
+        card["nonexistent"]
