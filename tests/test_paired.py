@@ -22,6 +22,13 @@ def percentile_interval(values, counts, level=0.95):
 
 # --- one pair ------------------------------------------------------------------------------
 
+def test_verdicts_read_as_phrases():
+    assert paired.phrase("higher") == "higher than"
+    assert paired.phrase("indistinguishable") == "not distinguishable from"
+    with pytest.raises(ValueError, match="unknown verdict"):
+        paired.phrase("better")
+
+
 def test_a_constant_shift_gives_that_difference_with_a_zero_width_interval():
     b = uniform(40, seed=1)
     result = paired.paired_difference(b + 0.1, b)

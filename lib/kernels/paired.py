@@ -165,6 +165,17 @@ def verdict(ci_low, ci_high, margin=0.0, n=2):
     return "indistinguishable"
 
 
+PHRASES = {"higher": "higher than", "lower": "lower than",
+           "indistinguishable": "not distinguishable from", "undefined": "not comparable with"}
+
+
+def phrase(word: str) -> str:
+    """A verdict as it reads in a sentence: ``"A is {phrase} B"``."""
+    if word not in PHRASES:
+        raise ValueError(f"unknown verdict {word!r}; verdicts: {', '.join(PHRASES)}")
+    return PHRASES[word]
+
+
 def _table(scores, pairs, labels, **options):
     rows = _compare(scores, pairs, **options)
     frame = pd.DataFrame([{labels[0]: first, labels[1]: second, **row}

@@ -69,6 +69,14 @@ def paired_difference(labels, scores_a: list, scores_b: list, *, metric="balance
             "verdict": paired.verdict(low, high, margin, len(labels))}
 
 
+def comparison_table(comparisons: dict, digits: int = 3) -> pd.DataFrame:
+    """``{label: paired_difference(...)}`` as a table: difference, interval, verdict."""
+    table = pd.DataFrame(comparisons).T
+    numbers = ["difference", "ci_low", "ci_high"]
+    table[numbers] = table[numbers].astype(float).round(digits)
+    return table.rename(columns={"ci_low": "95 % CI low", "ci_high": "95 % CI high"})
+
+
 def weakest_class(recall: pd.DataFrame) -> tuple:
     """The class with the lowest recall estimate and that estimate."""
     name = recall["estimate"].idxmin()
