@@ -79,3 +79,33 @@ def test_positive_share_is_the_positive_part_of_the_absolute_mass():
     maps = torch.tensor([[[[3.0, -1.0]]], [[[1.0, -1.0]]]])
     assert local_maps.positive_share(maps) == pytest.approx((0.75 + 0.5) / 2)
     assert local_maps.positive_share(maps.abs()) == 1.0
+
+
+def test_per_pixel_maps_agree_with_brute_force_and_say_their_cost():
+    import torch
+
+    from lib.ultrasound import local_maps as maps_module
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 4, 3, padding=1),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3)).double().eval()
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64)
+    target = torch.tensor([1, 2])
+    result = maps_module.pixel_maps(model, x, target, 0.1)
+    assert result["maps"].shape == (2, 1, 12, 12) and result["perturbations"] == 288
+    assert result["seconds"] > 0 and result["brute_force_seconds"] > 0
+    error = maps_module.agreement_with_brute_force(model, x, target, 0.1, result["maps"],
+                                                   count=20)
+    assert error < 1e-10
+    wrong = result["maps"].clone()
+    wrong[0, 0] += 1.0
+    assert maps_module.agreement_with_brute_force(model, x, target, 0.1, wrong, count=20) > 0.1
+
+
+def test_speed_phrases():
+    from lib.ultrasound import local_maps as maps_module
+
+    assert maps_module.speed_phrase(3.24) == "3.2 times faster than"
+    assert maps_module.speed_phrase(0.5) == "2.0 times slower than"

@@ -5,6 +5,7 @@ Each study returns the maps it computed and rows of numbers whose keys are the c
 of the chapter's tables.
 """
 import numpy as np
+import torch
 
 from ..kernels import local
 
@@ -86,3 +87,52 @@ def positive_share(maps) -> float:
     """The share of the maps' absolute mass that is positive, averaged over the images."""
     positive = maps.clamp(min=0).flatten(1).sum(1)
     return (positive / maps.abs().flatten(1).sum(1)).mean().item()
+
+
+def pixel_maps(model, x, target, delta, *, chunk_size=None) -> dict:
+    """The paper's per-pixel maps s_ij of ``x`` (one per image, all channels together, as
+    the ultrasound networks take one gray channel) by exact incremental inference, with their
+    wall time and the time brute force would take: one batched forward per perturbed image
+    at the measured seconds per forward (``lib.timing``)."""
+    from ..timing import best_time
+
+    timed = best_time(lambda: local.fd_sensitivity(
+        model, x, target, delta, patch=1, engine="incremental", chunk_size=chunk_size,
+        show_progress=True), 1, warmup=False, device=x.device)
+    batch = x[:1].expand(min(64, x.shape[-2] * x.shape[-1]), -1, -1, -1).contiguous()
+    with torch.inference_mode():
+        forward = best_time(lambda: model(batch), 2, device=x.device).wall / batch.shape[0]
+    perturbations = x.shape[0] * x.shape[-2] * x.shape[-1]
+    return {"maps": timed.result, "seconds": timed.wall,
+            "brute_force_seconds": perturbations * forward, "perturbations": perturbations}
+
+
+def brute_force_at(model, x, target, delta, pixels) -> torch.Tensor:
+    """``s_ij`` at the listed pixels of image 0 only, each from a forward of its own perturbed
+    image: the reference a per-pixel map is checked against. ``pixels``: (K, 2) rows and
+    columns. Returns a length-K tensor."""
+    rows, cols = pixels[:, 0], pixels[:, 1]
+    images = x[:1].repeat(len(rows) + 1, 1, 1, 1)
+    images[1 + torch.arange(len(rows)), :, rows, cols] += delta
+    with torch.inference_mode():
+        scores = model(images)[:, int(target[0])]
+    return (scores[1:] - scores[0]) / delta
+
+
+def agreement_with_brute_force(model, x, target, delta, maps, *, count=64, seed=0) -> float:
+    """The largest difference between ``maps`` (image 0) and brute force at ``count`` random
+    pixels, relative to the map's largest absolute value."""
+    generator = torch.Generator().manual_seed(seed)
+    height, width = x.shape[-2:]
+    flat = torch.randperm(height * width, generator=generator)[:count]
+    pixels = torch.stack([flat // width, flat % width], dim=1).to(x.device)
+    exact = brute_force_at(model, x, target, delta, pixels)
+    ours = maps[0, 0, pixels[:, 0], pixels[:, 1]]
+    return ((ours - exact).abs().max() / maps[0].abs().max()).item()
+
+
+def speed_phrase(ratio: float) -> str:
+    """A time ratio (other / ours) as the prose says it: ``"3.2 times faster than"``."""
+    if ratio >= 1:
+        return f"{ratio:.1f} times faster than"
+    return f"{1 / ratio:.1f} times slower than"
