@@ -44,9 +44,11 @@ TITLES = {"grad_cam": "Grad-CAM", "am_change": "AM change", "local_sensitivity":
 class MapSettings:
     """The settings of every method of :func:`explanation_maps`.
 
-    ``am_*``: image-specific activation maximisation of the class logit (pixel
-    parameterisation, no transformations): Adam steps, learning rate, and the weights of the L2
-    and total-variation penalties on the change. Both penalties are means over pixels, so a
+    ``am_*``: image-specific activation maximisation of the class logit (no transformations):
+    the parameterisation and optimiser (``lib.kernels.am``: by default the sigmoid of free
+    pixel parameters under Adam; ``"clamped"`` with ``"gradient"`` is projected gradient
+    ascent), steps, learning rate, and the weights of the L2 and total-variation penalties on
+    the change. Both penalties are means over pixels, so a
     weight that holds the change back is of the order of the number of pixels times the
     gradient's size per pixel: about 1000 for 96 x 96 images. ``fd_delta``: the
     finite-difference step (a fraction of the intensity range); ``fd_patch``: side of the
@@ -56,6 +58,8 @@ class MapSettings:
 
     am_steps: int = 16
     am_lr: float = 0.05
+    am_param: str = "pixel"
+    am_optimizer: str = "adam"
     am_l2: float = 1000.0
     am_tv: float = 0.0
     fd_delta: float = 0.1
@@ -63,6 +67,8 @@ class MapSettings:
     batch_size: int = 16
 
     def __post_init__(self):
+        checks.choice("am_param", self.am_param, am.am_images.PARAMETERISATIONS)
+        checks.choice("am_optimizer", self.am_optimizer, am.OPTIMISERS)
         for name in ("am_steps", "fd_patch", "batch_size"):
             checks.positive_int(name, getattr(self, name))
         for name, positive in (("am_lr", True), ("am_l2", False), ("am_tv", False),
@@ -142,8 +148,9 @@ def _am_change(model, images, classes, settings, show_progress, map_set):
 
     def one_chunk(rows):
         targets = [am.class_logit(int(c)) for c in classes[rows].tolist()]
-        result = am.maximize_from(model, images[rows], targets, param="pixel",
-                                  l2=settings.am_l2, tv=settings.am_tv, steps=settings.am_steps,
+        result = am.maximize_from(model, images[rows], targets, param=settings.am_param,
+                                  optimizer=settings.am_optimizer, l2=settings.am_l2,
+                                  tv=settings.am_tv, steps=settings.am_steps,
                                   lr=settings.am_lr, show_progress=False)
         gains.append(result.final_values - result.start_values)
         return result.change_map()

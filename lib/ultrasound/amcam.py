@@ -1,0 +1,156 @@
+"""The AM/Grad-CAM chapter's measurements: maps scored against the lesions for the true class,
+references at each method's own resolution, the methods compared over training seeds on the
+same images, and what the change image-specific AM makes follows.
+
+Localisation (pointing game, IoU, energy in mask) is scored for the true class on the lesion
+images each network classifies correctly, with the misclassified lesion images as a separate
+group, so that map quality is not mixed with classification errors. Deletion and insertion
+use every image, with all maps pooled to one common grid, so that a map made of a few large
+cells and one of single pixels remove the same kind of thing.
+"""
+import pandas as pd
+import torch
+
+from ..kernels import bootstrap, metrics, paired, references, similarity
+from . import compare
+
+LOCALISATION = ("pointing_game", "top_k_iou", "energy_in_mask")
+GROUPS = ("correct", "misclassified")
+
+
+def grad_cam_grid(model, layer: str, size: int) -> int:
+    """The side of a network's Grad-CAM map at input ``size`` (its layer's resolution)."""
+    from ..kernels import cam
+
+    probe = torch.zeros(1, 1, size, size, device=next(model.parameters()).device)
+    return cam.grad_cam(model, probe, 0, layer=layer, upsample=False,
+                        show_progress=False).shape[-1]
+
+
+def reference_maps(images: torch.Tensor, grids: dict, *, seed: int = 0,
+                   smooth_sigma: float = 4.0) -> dict:
+    """Random maps at the resolution of each method (``{name: grid side or None}``, None for
+    single pixels), upsampled as the method's own map is (bilinearly from cells), and a
+    smoothed noise map; ``{"random (<name>)": maps}`` of the images' shape."""
+    shape = (images.shape[0], 1, *images.shape[-2:])
+    maps = {}
+    for name, grid in grids.items():
+        upsample = "nearest" if grid is None else "bilinear"
+        maps[f"random ({name})"] = references.random_maps(
+            shape, resolution=grid, seed=seed, upsample=upsample, device=images.device)
+    maps["random (smooth)"] = references.random_maps(
+        shape, resolution=None, seed=seed, smooth_sigma=smooth_sigma, device=images.device)
+    return maps
+
+
+def localisation(maps: dict, masks: torch.Tensor, groups: dict, *, seed: int = 0) -> dict:
+    """``{group: {method: {metric: (N,) tensor}}}``: every method's localisation scores of
+    every image, NaN outside the group (``{group: (N,) bool}``) and where a mask is empty."""
+    scores = {method: metrics.localisation_scores(values, masks, seed=seed)
+              for method, values in maps.items()}
+    return {group: {method: {metric: torch.where(member.to(values.device), values,
+                                                 torch.nan)
+                             for metric, values in per_metric.items()}
+                    for method, per_metric in scores.items()}
+            for group, member in groups.items()}
+
+
+def pooled_faithfulness(model, images, maps: dict, target, *, grid: int, steps: int,
+                        baseline="blur", blur_sigma: float = 5.0, seed: int = 0,
+                        chunk_size: int = 64) -> dict:
+    """``{method: {"deletion_auc", "insertion_auc": (N,)}}`` with every map pooled to one
+    ``grid`` x ``grid`` grid (``lib.kernels.references.pool_to_grid``)."""
+    result = {}
+    for method, values in maps.items():
+        pooled = references.pool_to_grid(values, grid)
+        result[method] = {f"{mode}_auc": metrics.perturbation_curves(
+            model, images, pooled, mode=mode, target=target, baseline=baseline,
+            steps=steps, blur_sigma=blur_sigma, seed=seed, chunk_size=chunk_size,
+            show_progress=False).auc for mode in metrics.MODES}
+    return result
+
+
+def seed_means(per_seed: list, *, n_boot: int = 1000, level: float = 0.95,
+               seed: int = 0) -> pd.DataFrame:
+    """Each method's and metric's mean over the training seeds.
+
+    ``per_seed``: one ``{method: {metric: (N,) tensor, NaN where not scored}}`` per seed, on
+    the same N images. Per (method, metric): ``mean`` (of the seeds' means), ``seed min`` and
+    ``seed max``, and the percentile bootstrap interval of the seed mean, every seed scored on
+    the same resampled images (``ci_low``, ``ci_high``), and the images scored (``n``, the
+    mean over seeds).
+    """
+    first = per_seed[0]
+    count = next(iter(next(iter(first.values())).values())).shape[0]
+    counts = bootstrap.bootstrap_counts(count, n_boot, seed)
+    tails = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    rows = []
+    for method in first:
+        for metric in first[method]:
+            values = torch.stack([s[method][metric].double().cpu() for s in per_seed])
+            defined = ~values.isnan()
+            filled = torch.where(defined, values, 0.0)
+            means = filled.sum(1) / defined.sum(1)
+            replicates = (counts @ filled.T) / (counts @ defined.double().T)  # R x seeds
+            low, high = torch.nanquantile(replicates.mean(1), tails).tolist()
+            rows.append({"method": method, "metric": metric, "mean": means.mean().item(),
+                         "seed min": means.min().item(), "seed max": means.max().item(),
+                         "ci_low": low, "ci_high": high,
+                         "n": defined.sum(1).double().mean().item()})
+    return pd.DataFrame(rows)
+
+
+def seed_table(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """A :func:`seed_means` summary as text cells ``mean [low, high] (min–max)``, one row per
+    method and one column per metric."""
+    def cell(row):
+        return (f"{row['mean']:.{digits}f} [{row['ci_low']:.{digits}f}, "
+                f"{row['ci_high']:.{digits}f}] ({row['seed min']:.{digits}f}–"
+                f"{row['seed max']:.{digits}f})")
+    table = summary.assign(cell=summary.apply(cell, axis=1)).pivot(
+        index="method", columns="metric", values="cell")
+    order = list(dict.fromkeys(summary["method"]))
+    columns = list(dict.fromkeys(summary["metric"]))
+    return table.loc[order, columns].rename(columns=compare.METRIC_LABELS).rename_axis(
+        columns=None)
+
+
+def verdicts_over_seeds(per_seed: list, pairs, metric: str, *, n_boot: int = 1000,
+                        seed: int = 0, correction_count: int = 1) -> pd.DataFrame:
+    """For each ``(a, b)`` of ``pairs``: the paired bootstrap verdict of ``a - b`` in
+    ``metric`` for every seed (same images within a seed), at a Bonferroni-adjusted level
+    ``0.95`` over ``correction_count`` comparisons, and how many seeds agree."""
+    level = 1 - 0.05 / correction_count
+    rows = []
+    for a, b in pairs:
+        results = [paired.paired_difference(s[a][metric], s[b][metric], n_boot=n_boot,
+                                            level=level, seed=seed) for s in per_seed]
+        words = [r.verdict for r in results]
+        common = max(set(words), key=words.count)
+        rows.append({"method": a, "versus": b, "metric": metric,
+                     "mean difference": sum(r.difference for r in results) / len(results),
+                     "verdicts": ", ".join(words), "verdict": common,
+                     "seeds agreeing": words.count(common)})
+    return pd.DataFrame(rows)
+
+
+def am_change_factors(am_maps: dict, gradient: torch.Tensor, images: torch.Tensor):
+    """How the change image-specific AM makes follows the gradient or the sigmoid's slope:
+    per AM variant, the mean (over images) rank correlation of its change map with |gradient|
+    and with x (1 - x), x the image. A pandas DataFrame."""
+    slope = (images * (1 - images)).sum(dim=1, keepdim=True)
+    size = gradient.abs().sum(dim=1, keepdim=True)
+    rows = {}
+    for name, maps in am_maps.items():
+        rows[name] = {"with |gradient|": similarity.rank_correlation(
+                          maps.flatten(1), size.flatten(1)).nanmean().item(),
+                      "with x (1 − x)": similarity.rank_correlation(
+                          maps.flatten(1), slope.flatten(1)).nanmean().item()}
+    return pd.DataFrame(rows).T
+
+
+def dark_ratio(maps: dict, images: torch.Tensor, level: float = 0.05) -> dict:
+    """Each map's mean over near-black pixels (below ``level``) relative to its image mean."""
+    dark = images < level
+    return {method: compare.region_ratio(values, dark).nanmean().item()
+            for method, values in maps.items()}

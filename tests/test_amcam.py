@@ -1,0 +1,73 @@
+"""lib.ultrasound.amcam: scores of the AM/Grad-CAM chapter."""
+import pytest
+import torch
+
+from lib.ultrasound import amcam
+
+
+def test_reference_maps_have_the_resolution_of_their_method():
+    images = torch.rand(2, 1, 12, 12)
+    maps = amcam.reference_maps(images, {"Grad-CAM": 3, "gradient": None})
+    assert set(maps) == {"random (Grad-CAM)", "random (gradient)", "random (smooth)"}
+    assert all(m.shape == (2, 1, 12, 12) for m in maps.values())
+    assert maps["random (gradient)"].flatten(1).unique(dim=1).shape[1] > 100
+
+
+def test_localisation_is_scored_inside_each_group_only():
+    masks = torch.zeros(3, 1, 4, 4, dtype=torch.bool)
+    masks[:, 0, :2, :2] = True
+    maps = {"m": masks.float()}
+    groups = {"correct": torch.tensor([True, False, True]),
+              "misclassified": torch.tensor([False, True, False])}
+    scores = amcam.localisation(maps, masks, groups)
+    assert scores["correct"]["m"]["pointing_game"].tolist()[0] == 1.0
+    assert torch.isnan(scores["correct"]["m"]["pointing_game"][1])
+    assert torch.isnan(scores["misclassified"]["m"]["top_k_iou"][0])
+
+
+def test_seed_means_average_the_seeds_on_the_same_resamples():
+    nan = float("nan")
+    first = {"m": {"score": torch.tensor([1.0, 1.0, nan, 1.0])}}
+    second = {"m": {"score": torch.tensor([0.0, 0.0, 0.0, nan])}}
+    summary = amcam.seed_means([first, second], n_boot=200)
+    row = summary.iloc[0]
+    assert row["mean"] == 0.5 and row["seed min"] == 0.0 and row["seed max"] == 1.0
+    assert row["ci_low"] == pytest.approx(0.5) and row["ci_high"] == pytest.approx(0.5)
+    assert row["n"] == 3
+    table = amcam.seed_table(summary)
+    assert table.loc["m", "score"] == "0.50 [0.50, 0.50] (0.00–1.00)"
+
+
+def test_verdicts_over_seeds_count_the_agreeing_seeds():
+    base = torch.linspace(0, 1, 40)
+    seeds = [{"a": {"s": base + 0.5}, "b": {"s": base}},
+             {"a": {"s": base + 0.5}, "b": {"s": base}},
+             {"a": {"s": base}, "b": {"s": base}}]
+    table = amcam.verdicts_over_seeds(seeds, [("a", "b")], "s", n_boot=100)
+    row = table.iloc[0]
+    assert row["verdict"] == "higher" and row["seeds agreeing"] == 2
+    assert row["verdicts"] == "higher, higher, indistinguishable"
+
+
+def test_am_change_factors_tell_the_gradient_from_the_sigmoid_slope():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 10, 10, generator=generator)
+    gradient = torch.randn(3, 1, 10, 10, generator=generator)
+    table = amcam.am_change_factors({"follows the gradient": gradient.abs(),
+                                     "follows the slope": images * (1 - images)},
+                                    gradient, images)
+    assert table.loc["follows the gradient", "with |gradient|"] == pytest.approx(1.0)
+    assert table.loc["follows the slope", "with x (1 − x)"] == pytest.approx(1.0)
+    assert abs(table.loc["follows the slope", "with |gradient|"]) < 0.5
+
+
+def test_pooled_faithfulness_scores_every_method():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    images = torch.rand(2, 1, 12, 12)
+    maps = {"a": torch.rand(2, 1, 12, 12), "b": torch.rand(2, 1, 12, 12)}
+    scores = amcam.pooled_faithfulness(model, images, maps, torch.tensor([0, 1]), grid=3,
+                                       steps=3)
+    assert set(scores) == {"a", "b"}
+    assert scores["a"]["deletion_auc"].shape == (2,)
