@@ -34,8 +34,10 @@ def test_seed_means_average_the_seeds_on_the_same_resamples():
     assert row["mean"] == 0.5 and row["seed min"] == 0.0 and row["seed max"] == 1.0
     assert row["ci_low"] == pytest.approx(0.5) and row["ci_high"] == pytest.approx(0.5)
     assert row["n"] == 3
-    table = amcam.seed_table(summary)
-    assert table.loc["m", "score"] == "0.50 [0.50, 0.50] (0.00–1.00)"
+    assert amcam.seed_table(summary).loc["m", "score"] == "0.50 [0.50, 0.50]"
+    assert amcam.seed_table(summary, part="range").loc["m", "score"] == "0.00–1.00"
+    empty = amcam.seed_means([{"m": {"score": torch.full((3,), nan)}}], n_boot=20)
+    assert amcam.seed_table(empty).loc["m", "score"] == "n/a"
 
 
 def test_verdicts_over_seeds_count_the_agreeing_seeds():
@@ -47,6 +49,8 @@ def test_verdicts_over_seeds_count_the_agreeing_seeds():
     row = table.iloc[0]
     assert row["verdict"] == "higher" and row["seeds agreeing"] == 2
     assert row["verdicts"] == "higher, higher, indistinguishable"
+    split = amcam.verdicts_over_seeds(seeds[1:], [("a", "b")], "s", n_boot=100).iloc[0]
+    assert split["verdict"] == "indistinguishable" and split["seeds agreeing"] == 1
 
 
 def test_am_change_factors_tell_the_gradient_from_the_sigmoid_slope():

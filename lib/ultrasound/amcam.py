@@ -90,23 +90,33 @@ def seed_means(per_seed: list, *, n_boot: int = 1000, level: float = 0.95,
             values = torch.stack([s[method][metric].double().cpu() for s in per_seed])
             defined = ~values.isnan()
             filled = torch.where(defined, values, 0.0)
-            means = filled.sum(1) / defined.sum(1)
+            means = filled.sum(1) / defined.sum(1)  # NaN for a seed with no scored image
             replicates = (counts @ filled.T) / (counts @ defined.double().T)  # R x seeds
-            low, high = torch.nanquantile(replicates.mean(1), tails).tolist()
-            rows.append({"method": method, "metric": metric, "mean": means.mean().item(),
-                         "seed min": means.min().item(), "seed max": means.max().item(),
+            low, high = torch.nanquantile(replicates.nanmean(1), tails).tolist()
+            scored = means[~means.isnan()]
+            rows.append({"method": method, "metric": metric, "mean": means.nanmean().item(),
+                         "seed min": scored.min().item() if len(scored) else float("nan"),
+                         "seed max": scored.max().item() if len(scored) else float("nan"),
                          "ci_low": low, "ci_high": high,
                          "n": defined.sum(1).double().mean().item()})
     return pd.DataFrame(rows)
 
 
-def seed_table(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """A :func:`seed_means` summary as text cells ``mean [low, high] (min–max)``, one row per
-    method and one column per metric."""
+def seed_table(summary: pd.DataFrame, part: str = "interval", digits: int = 2,
+               metrics_shown=None) -> pd.DataFrame:
+    """A :func:`seed_means` summary as text cells, one row per method and one column per
+    metric: ``part="interval"`` gives ``mean [low, high]``, ``"range"`` the seeds' range
+    ``min–max``; ``n/a`` where no image was scored."""
+    if metrics_shown is not None:
+        summary = summary[summary["metric"].isin(list(metrics_shown))]
+
     def cell(row):
-        return (f"{row['mean']:.{digits}f} [{row['ci_low']:.{digits}f}, "
-                f"{row['ci_high']:.{digits}f}] ({row['seed min']:.{digits}f}–"
-                f"{row['seed max']:.{digits}f})")
+        if pd.isna(row["mean"]):
+            return "n/a"
+        if part == "range":
+            return f"{row['seed min']:.{digits}f}–{row['seed max']:.{digits}f}"
+        return f"{row['mean']:.{digits}f} [{row['ci_low']:.{digits}f}, " \
+               f"{row['ci_high']:.{digits}f}]"
     table = summary.assign(cell=summary.apply(cell, axis=1)).pivot(
         index="method", columns="metric", values="cell")
     order = list(dict.fromkeys(summary["method"]))
@@ -119,14 +129,17 @@ def verdicts_over_seeds(per_seed: list, pairs, metric: str, *, n_boot: int = 100
                         seed: int = 0, correction_count: int = 1) -> pd.DataFrame:
     """For each ``(a, b)`` of ``pairs``: the paired bootstrap verdict of ``a - b`` in
     ``metric`` for every seed (same images within a seed), at a Bonferroni-adjusted level
-    ``0.95`` over ``correction_count`` comparisons, and how many seeds agree."""
+    ``0.95`` over ``correction_count`` comparisons; the verdict a strict majority of the seeds
+    share (``"indistinguishable"`` when none), and how many seeds give it."""
     level = 1 - 0.05 / correction_count
     rows = []
     for a, b in pairs:
         results = [paired.paired_difference(s[a][metric], s[b][metric], n_boot=n_boot,
                                             level=level, seed=seed) for s in per_seed]
         words = [r.verdict for r in results]
-        common = max(set(words), key=words.count)
+        common = max(sorted(set(words)), key=words.count)
+        if 2 * words.count(common) <= len(words) and len(words) > 1:
+            common = "indistinguishable"
         rows.append({"method": a, "versus": b, "metric": metric,
                      "mean difference": sum(r.difference for r in results) / len(results),
                      "verdicts": ", ".join(words), "verdict": common,
@@ -154,3 +167,23 @@ def dark_ratio(maps: dict, images: torch.Tensor, level: float = 0.05) -> dict:
     dark = images < level
     return {method: compare.region_ratio(values, dark).nanmean().item()
             for method, values in maps.items()}
+
+
+def pooled_curves(model, images, maps: dict, target, *, grid: int, steps: int,
+                  baseline="blur", blur_sigma: float = 5.0, seed: int = 0,
+                  chunk_size: int = 64) -> dict:
+    """``{method: {mode: lib.kernels.metrics.Curves}}`` of the maps pooled to ``grid``, for
+    ``lib.ultrasound.plots.plot_curves``."""
+    return {method: {mode: metrics.perturbation_curves(
+        model, images, references.pool_to_grid(values, grid), mode=mode, target=target,
+        baseline=baseline, steps=steps, blur_sigma=blur_sigma, seed=seed,
+        chunk_size=chunk_size, show_progress=False) for mode in metrics.MODES}
+        for method, values in maps.items()}
+
+
+def centre_bump(size: int, *, sd: float | None = None, device=None) -> torch.Tensor:
+    """A Gaussian bump in the centre of a ``size`` x ``size`` image (standard deviation
+    ``sd``, default a sixth of the side): a map that looks at no image."""
+    middle = torch.arange(size, device=device) - (size - 1) / 2
+    squared = middle[:, None] ** 2 + middle[None, :] ** 2
+    return torch.exp(-squared / (2 * (sd or size / 6) ** 2))

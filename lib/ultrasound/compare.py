@@ -23,6 +23,7 @@ image, :func:`region_ratio` how much a map favours a region (e.g. the black pixe
 :func:`glue_key` serve the figures, tables and glued numbers.
 """
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -261,8 +262,9 @@ METRIC_LABELS = {"pointing_game": "pointing game", "top_k_iou": "IoU",
 
 def glue_key(*parts) -> str:
     """A glue name from table labels: ``("vgg16", "Grad-CAM", "top_k_iou")`` gives
-    ``"vgg16_Grad_CAM_top_k_iou"`` (spaces and hyphens are not allowed in glue names)."""
-    return "_".join(map(str, parts)).replace(" ", "_").replace("-", "_")
+    ``"vgg16_Grad_CAM_top_k_iou"``; every run of characters other than letters and digits
+    becomes one underscore (glue names allow no spaces, hyphens or brackets)."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", "_".join(map(str, parts))).strip("_")
 
 
 def metric_table(summary, *, index=("network", "method"), digits=2):
