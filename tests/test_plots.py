@@ -148,3 +148,17 @@ def test_show_sobol_maps_shows_S1_ST_their_gap_and_the_interval():
         pytest.approx(0.1)
     assert fig.axes[1].images[0].get_clim() == pytest.approx((-0.4, 0.4))  # one scale per row
     plt.close(fig)
+
+
+def test_plot_convergence_draws_the_distance_and_the_agreement_against_N():
+    import pandas as pd
+
+    table = pd.DataFrame({"N": [4, 8, 16], "mean |difference| from the largest N": [0.2, 0.1, 0],
+                          "mean CI half-width": [0.3, 0.2, 0.1],
+                          "rank correlation with the largest N": [0.5, 0.8, 1.0]}).set_index("N")
+    fig = plots.plot_convergence(table)
+    left, right = fig.axes
+    assert list(left.lines[0].get_ydata()) == [0.2, 0.1, 0]
+    assert [list(line.get_xdata()) for line in right.lines] == [[4, 8, 16]] * 2
+    assert left.get_xscale() == "log"
+    plt.close(fig)

@@ -34,3 +34,60 @@ def test_interaction_of_known_indices():
     assert row["sum of S1 (highest image)"] == pytest.approx(0.9)
     # gaps of 0.1 and 0.3 exceed 0.07, the others are 0
     assert row["regions with ST − S1 beyond both intervals (share)"] == pytest.approx(2 / 8)
+
+
+def test_additivity_reports_the_surrogate_r2_beside_the_first_order_sum():
+    fit = {"r2": torch.tensor([0.5, 0.9], dtype=torch.float64)}
+    row = sobol_summary.additivity(fit, maps())
+    assert row["R² on fresh samples (mean)"] == pytest.approx(0.7)
+    assert row["R² (lowest image)"] == pytest.approx(0.5)
+    assert row["R² (highest image)"] == pytest.approx(0.9)
+    assert row["sum of S1 (mean)"] == pytest.approx(0.85)
+
+
+class TwoClassLinear(torch.nn.Module):
+    """Logits (s, -s) with s the mean of the image: the probability is a sigmoid of 2 s."""
+
+    def forward(self, x):
+        s = x.flatten(1).mean(1)
+        return torch.stack([s, -s], 1)
+
+
+def test_scores_for_both_outputs_adds_the_probability_curves_to_the_analysed_ones():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 8, 8, generator=generator) + 1
+    maps = torch.rand(3, 8, 8, generator=generator)
+    masks = torch.zeros(3, 1, 8, 8)
+    masks[..., :4, :4] = 1
+    target = torch.zeros(3, dtype=torch.long)
+    scores = sobol_summary.scores_for_both_outputs(
+        TwoClassLinear().eval(), images, maps, masks, target, steps=4, blur_sigma=2.0, seed=0)
+    for key in ("deletion_auc", "insertion_auc", "deletion_auc_probability",
+                "insertion_auc_probability", "top_k_iou"):
+        assert scores[key].shape == (3,)
+    # the probability is a strictly increasing function of the logit, and squeezes it
+    assert not torch.allclose(scores["deletion_auc"], scores["deletion_auc_probability"])
+    assert (scores["deletion_auc_probability"] <= 1).all()
+    only_probability = sobol_summary.scores_for_both_outputs(
+        TwoClassLinear().eval(), images, maps, masks, target, steps=4, blur_sigma=2.0, seed=0,
+        analysed="probability")
+    assert "deletion_auc_probability" not in only_probability
+    assert torch.allclose(only_probability["deletion_auc"],
+                          scores["deletion_auc_probability"])
+
+
+def test_paired_against_finds_a_clear_gain_and_a_tie_with_bonferroni():
+    generator = torch.Generator().manual_seed(1)
+    base = torch.rand(40, generator=generator)
+    noise = 0.01 * torch.randn(40, generator=generator)
+    scores = {("a", "first"): {"iou": base + 0.3, "auc": base + noise},
+              ("a", "second"): {"iou": base, "auc": base}}
+    table = sobol_summary.paired_against(scores, "first", "second",
+                                         [("iou", "IoU"), ("auc", "AUC")], archs=["a"],
+                                         n_boot=2000, seed=0)
+    assert list(table.index) == [("a", "IoU"), ("a", "AUC")]
+    assert table.loc[("a", "IoU"), "difference"] == pytest.approx(0.3)
+    assert table.loc[("a", "IoU"), "CI low"] > 0.29
+    low, high = table.loc[("a", "AUC"), ["CI low", "CI high"]]
+    assert low < 0 < high
+    assert table.loc[("a", "IoU"), "verdict"] != table.loc[("a", "AUC"), "verdict"]

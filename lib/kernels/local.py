@@ -84,17 +84,18 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     checks.choice("engine", engine, ENGINES)
     if chunk_size is not None:
         checks.positive_int("chunk_size", chunk_size)
+    with torch.inference_mode():
+        checks.finite(_scores(model, x, target, output, check_target=True),
+                      f"the model's {output} of the unperturbed images")
     if engine != "full":
         from .incremental import incremental_fd_sensitivity  # only when it is used
 
-        with torch.inference_mode():
-            _scores(model, x, target, output, check_target=True)
         maps = incremental_fd_sensitivity(
             model, x, target, delta, scheme=scheme, patch=patch, channels=channels,
             output=output, chunk_size=chunk_size, show_progress=show_progress,
             require_graph=engine == "auto")
         if maps is not None:
-            return maps
+            return checks.finite(maps, "the sensitivity map", "image")
     layout = _Layout(x.shape, patch, channels)
     automatic = chunk_size is None
     if automatic:
@@ -102,8 +103,6 @@ def fd_sensitivity(model, x, target, delta, *, scheme="forward", patch=1, channe
     checks.positive_int("chunk_size", chunk_size)
 
     with torch.inference_mode():
-        checks.finite(_scores(model, x, target, output, check_target=True),
-                      f"the model's {output} of the unperturbed images")
         rows, start = [], 0
         bar = progress(total=layout.count, desc="fd_sensitivity", unit="perturbation",
                        leave=False, show=show_progress and chunk_size < layout.count)

@@ -326,3 +326,22 @@ def plot_randomisation(summaries, *, titles=None, measures=("spearman", "ssim"),
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def plot_convergence(table, *, panel_size=(3.6, 2.6)):
+    """A ``sobol_diagnostics.convergence_table`` against N: the mean absolute difference
+    from the largest N (left), the rank correlation with it and the mean half-width
+    (right). Returns the figure."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2 * panel_size[0], panel_size[1]))
+    sizes = table.index.to_numpy()
+    left.plot(sizes, table["mean |difference| from the largest N"], marker=".")
+    left.set_ylabel("mean |difference| of ST")
+    right.plot(sizes, table["rank correlation with the largest N"], marker=".",
+               label="rank correlation")
+    right.plot(sizes, table["mean CI half-width"], marker=".", label="CI half-width")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("N (base samples)")
+    fig.tight_layout()
+    return fig

@@ -30,3 +30,53 @@ def interaction(result) -> dict:
             "sum of S1 (highest image)": first_order_sums.max().item(),
             "regions with ST − S1 beyond both intervals (share)":
                 beyond.double().mean().item()}
+
+
+def additivity(fit: dict, result) -> dict:
+    """The additive surrogate's R^2 on fresh samples (``sobol_diagnostics.additive_fit``), mean
+    and extremes over the images, beside the sum of the first-order indices it checks."""
+    r2 = fit["r2"].detach().cpu()
+    return {"R² on fresh samples (mean)": r2.mean().item(),
+            "R² (lowest image)": r2.min().item(), "R² (highest image)": r2.max().item(),
+            "sum of S1 (mean)": result.S1.flatten(1).sum(1).mean().item()}
+
+
+def scores_for_both_outputs(model, images, maps, masks, target, *, steps: int,
+                            blur_sigma: float, seed: int, analysed: str = "logit") -> dict:
+    """Localisation, and deletion and insertion of the score the maps analyse
+    (``deletion_auc``, ``insertion_auc``) and of the probability
+    (``deletion_auc_probability``, ``insertion_auc_probability``)."""
+    from ..kernels import metrics
+
+    scores = metrics.explanation_scores(model, images, maps, masks, target,
+                                        baseline="blur", steps=steps, output=analysed,
+                                        blur_sigma=blur_sigma, seed=seed,
+                                        show_progress=False)
+    if analysed != "probability":
+        for mode in metrics.MODES:
+            scores[f"{mode}_auc_probability"] = metrics.perturbation_curves(
+                model, images, maps, mode=mode, target=target, baseline="blur",
+                steps=steps, output="probability", blur_sigma=blur_sigma, seed=seed,
+                show_progress=False).auc
+    return scores
+
+
+def paired_against(scores: dict, first: str, second: str, contrasts, *, archs,
+                   n_boot: int = 10000, seed: int = 0):
+    """``first`` minus ``second`` per network and metric of ``contrasts`` (``(metric,
+    label)``) on the same images, Bonferroni-adjusted over all rows: a DataFrame indexed by
+    (network, label) with the difference, its interval and the verdict."""
+    import pandas as pd
+
+    from ..kernels import paired
+
+    level = 1 - 0.05 / (len(contrasts) * len(archs))
+    rows = {}
+    for arch in archs:
+        for metric, label in contrasts:
+            result = paired.paired_difference(scores[arch, first][metric],
+                                              scores[arch, second][metric],
+                                              n_boot=n_boot, level=level, seed=seed)
+            rows[arch, label] = {"difference": result.difference, "CI low": result.ci_low,
+                                 "CI high": result.ci_high, "verdict": result.verdict}
+    return pd.DataFrame(rows).T.infer_objects()
