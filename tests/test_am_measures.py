@@ -1,4 +1,4 @@
-"""Numbers about activation-maximisation images: robustness, roughness, transfer."""
+"""Numbers about activation-maximisation images: robustness and roughness."""
 from collections import OrderedDict
 
 import pytest
@@ -49,11 +49,3 @@ def test_mean_scores_average_over_the_targets(result):
     assert row["logit, transformed"] == pytest.approx(row["logit"])
     assert row["total variation"] == am.total_variation(result.images).mean().item()
 
-
-def test_transfer_table_scores_each_network_on_the_others_images(result):
-    networks = {"a": tiny_cnn(0), "b": tiny_cnn(1)}
-    images = {"a": result, "b": result}
-    table = am_measures.transfer_table(networks, images, ["x", "y", "z"])
-    assert list(table.columns) == ["a → b", "b → a"] and list(table.index) == ["x", "y", "z"]
-    expected = networks["b"](result.images).softmax(dim=1).diagonal()
-    assert table["a → b"].tolist() == pytest.approx(expected.tolist())

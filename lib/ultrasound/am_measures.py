@@ -1,10 +1,9 @@
 """Numbers about activation-maximisation images (:mod:`lib.kernels.am`): does a pattern
-survive random transformations, how rough is it, and does it convince another network?"""
-import pandas as pd
+survive random transformations, and how rough is it? Whether it convinces another network is
+:mod:`lib.ultrasound.am_transfer`."""
 import torch
 
 from ..kernels import am
-from . import models
 
 
 def transformed_values(model, result, transforms, *, draws: int = 8, seed: int = 0):
@@ -30,16 +29,3 @@ def mean_scores(model, result, transforms, *, draws: int = 8, seed: int = 0) -> 
             "logit, transformed": robust.mean().item(),
             "total variation": am.total_variation(result.images).mean().item()}
 
-
-def transfer_table(networks: dict, class_images: dict, classes) -> pd.DataFrame:
-    """The probability each network gives the class of every other network's class images.
-
-    ``networks`` maps a name to a classifier, ``class_images`` the same names to the
-    ``AMResult`` of their classes (one image per class, in the order of ``classes``). One
-    column ``"source → other"`` per ordered pair of different networks, one row per class.
-    """
-    return pd.DataFrame({
-        f"{source} → {other}": models.predict_proba(
-            networks[other], class_images[source].images).diagonal().tolist()
-        for source in class_images for other in class_images if other != source},
-        index=classes)
