@@ -9,7 +9,7 @@ DEV_STAMP  := $(VENV)/.dev-installed
 .PHONY: book test chapter list data notebooks check-html lock clean help
 
 help:
-	@echo "make book [PROFILE=smoke|book|paper]   execute every chapter and render _build/html"
+	@echo "make book [PROFILE=smoke|book|full]    execute every chapter and render _build/html"
 	@echo "make test                              unit tests, smoke chapters, nbval, book build"
 	@echo "make chapter NAME=<stem> [PROFILE=..] [PARAMS=\"k=v ...\"]  re-run one chapter into runs/"
 	@echo "make list                              chapters and their parameters"
