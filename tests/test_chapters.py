@@ -27,6 +27,14 @@ def test_profile_overrides_name_real_chapters_and_parameters():
                 assert resolved[name] == value
 
 
+def test_no_code_cell_is_swallowed_by_a_stray_fence():
+    # An unclosed ``` in prose turns every later code cell into markdown text.
+    for chapter in chapters.all_chapters():
+        for cell in chapter.notebook().cells:
+            if cell.cell_type == "markdown":
+                assert "{code-cell}" not in cell.source, chapter.stem
+
+
 def test_toc_lists_every_chapter_in_order():
     toc = yaml.safe_load((paths.ROOT / "_toc.yml").read_text())
     listed = [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
