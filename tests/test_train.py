@@ -286,3 +286,33 @@ def test_every_profile_has_seeds_and_a_shuffled_label_network():
         assert config.shuffled_labels_seed is not None
         assert config.image_size == checkpoints.config_for("vgg16", profile).image_size
     assert checkpoints.seeds("book") == (0, 1, 2)
+
+
+def test_mixup_step_is_the_mixture_of_the_two_images_losses():
+    torch.manual_seed(0)
+    model = TinyNet()
+    images, labels = blobs(n=16)
+    weights = train.class_weights(labels, 3)
+    aug = train.Augmentation()
+    generator = torch.Generator().manual_seed(5)
+    replay = torch.Generator().manual_seed(5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the step leaves the weights
+    _, loss = train.train_step(model, images, labels, weights, optimizer, aug, generator,
+                               mixup=True)
+    batch = train.augment(images, aug, replay)
+    partner = torch.randperm(16, generator=replay)
+    share = torch.rand((), generator=replay)
+    logits = model(share * batch + (1 - share) * batch[partner])
+    expected = (share * nn.functional.cross_entropy(logits, labels, weight=weights)
+                + (1 - share) * nn.functional.cross_entropy(logits, labels[partner],
+                                                            weight=weights))
+    assert 0 < share < 1
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.equal(generator.get_state(), replay.get_state())  # no other draws
+
+
+def test_mixup_still_learns_an_easy_problem():
+    _, plain = fit_tiny(epochs=12, lr=3e-2)
+    _, mixed = fit_tiny(epochs=12, lr=3e-2, mixup=True)
+    assert mixed.history["train_loss"] != plain.history["train_loss"]
+    assert max(mixed.history["val_accuracy"]) > 0.6

@@ -1,9 +1,9 @@
 """Training the ultrasound CNNs: settings per profile, augmentation, the training loop.
 
 The loop is plain PyTorch: class-weighted cross-entropy (optionally label-smoothed), AdamW
-with a one-cycle learning-rate schedule, augmentation done in batches on the device, an
-exponential moving average of the weights, and early stopping on the validation loss of that
-average (the weights of the best epoch are kept). The forward and backward passes of training
+with a one-cycle learning-rate schedule, augmentation done in batches on the device (optionally
+followed by mixup of image pairs), an exponential moving average of the weights, and early
+stopping on the validation loss of that average (the weights of the best epoch are kept). The forward and backward passes of training
 may run under bfloat16 autocast and in channels-last memory layout (faster on CPUs with bfloat16
 instructions); validation and the kept weights are always float32. Every random draw comes from
 generators seeded by ``seed``, so a run repeats exactly on the same machine with the same number
@@ -69,6 +69,7 @@ class TrainConfig:
     ema_decay: float = 0.0    # per-step decay of the weight average that is validated and
                               # kept (0: the raw weights)
     label_smoothing: float = 0.0  # of the training loss (validation loss is never smoothed)
+    mixup: bool = False       # train on convex mixtures of image pairs and of their labels
     precision: str = "float32"    # of training forward/backward passes: float32 | bfloat16
     channels_last: bool = False   # train in channels-last memory layout
     shuffled_labels_seed: int | None = None  # train on labels permuted with this seed
@@ -94,8 +95,9 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")
-        if not isinstance(self.channels_last, bool):
-            raise ValueError(f"channels_last must be True or False, got {self.channels_last!r}")
+        for name in ("channels_last", "mixup"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         seed = self.shuffled_labels_seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"shuffled_labels_seed must be None or an integer, got {seed!r}")
@@ -245,20 +247,30 @@ def autocast(precision: str, device: torch.device):
 
 def train_step(model, images, labels, class_weight, optimizer, aug: Augmentation, generator, *,
                label_smoothing: float = 0.0, precision: str = "float32",
-               channels_last: bool = False):
+               channels_last: bool = False, mixup: bool = False):
     """One optimisation step on an augmented copy of a batch; returns its logits and loss.
 
     Augmentation and the optimiser step are float32; ``precision`` applies to the forward pass
     (its backward pass follows it). With ``channels_last`` the model must already be in that
-    layout (``fit`` converts it).
+    layout (``fit`` converts it). With ``mixup`` the batch is mixed with a shuffled copy of
+    itself, ``w * x + (1 - w) * x'`` with one weight ``w`` drawn uniformly from [0, 1] per
+    batch, and the loss is the same mixture of the two images' losses.
     """
     batch = augment(images, aug, generator)
+    if mixup:
+        partner = torch.randperm(len(batch), generator=generator, device=batch.device)
+        share = torch.rand((), generator=generator, device=batch.device)
+        batch = share * batch + (1 - share) * batch[partner]
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     with autocast(precision, images.device):
         logits = model(batch)
     loss = F.cross_entropy(logits.float(), labels, weight=class_weight,
                            label_smoothing=label_smoothing)
+    if mixup:
+        loss = share * loss + (1 - share) * F.cross_entropy(
+            logits.float(), labels[partner], weight=class_weight,
+            label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -278,7 +290,8 @@ def _train_epoch(model, images, labels, weights, optimizer, schedule, config, ge
         logits, loss = train_step(model, images[index], labels[index], weights, optimizer,
                                   config.augment, generator,
                                   label_smoothing=config.label_smoothing,
-                                  precision=config.precision, channels_last=config.channels_last)
+                                  precision=config.precision, channels_last=config.channels_last,
+                                  mixup=config.mixup)
         schedule.step()
         if averaged is not None:
             averaged.update_parameters(model)
