@@ -3,11 +3,11 @@
 The loop is plain PyTorch: class-weighted cross-entropy (optionally label-smoothed), AdamW
 with a one-cycle learning-rate schedule, augmentation done in batches on the device (optionally
 followed by mixup of image pairs), an exponential moving average of the weights, and early
-stopping on the validation loss of that average (the weights of the best epoch are kept). The forward and backward passes of training
-may run under bfloat16 autocast and in channels-last memory layout (faster on CPUs with bfloat16
-instructions); validation and the kept weights are always float32. Every random draw comes from
-generators seeded by ``seed``, so a run repeats exactly on the same machine with the same number
-of threads.
+stopping on the validation loss of that average (the weights of the best epoch are kept). The
+forward and backward passes of training may run under bfloat16 autocast and in channels-last
+memory layout (faster on CPUs with bfloat16 instructions); validation and the kept weights are
+always float32. Every random draw comes from generators seeded by ``seed``, so a run repeats
+exactly on the same machine with the same number of threads.
 
 A run may also train on randomly permuted training labels (``shuffled_labels_seed``): the
 data-randomisation check of explanation methods needs a network that memorised noise. Such a
