@@ -36,7 +36,7 @@ COLUMNS = ("candidate", "arch", "seed", "key", "epochs", "epochs_run", "best_epo
 
 # The book's recipe before the selection (per network: the epochs).
 BASE = {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
-        "ema_decay": 0.99, "label_smoothing": 0.0, "precision": "float32",
+        "ema_decay": 0.99, "label_smoothing": 0.0, "mixup": False, "precision": "float32",
         "channels_last": False, "augment": {},
         "resnet18": {"epochs": 50, "patience": 50}, "vgg16": {"epochs": 35, "patience": 35}}
 FAST = {"precision": "bfloat16", "channels_last": True}
@@ -57,6 +57,9 @@ CANDIDATES = {
     "fast-lr1e-3": {**FAST, "lr": 1e-3},
     "fast-long": {**FAST, **epochs(80, 50)},
     "fast-batch16": {**FAST, "batch_size": 16},
+    "fast-mixup": {**FAST, "mixup": True},
+    "fast-strongaug-mixup": {**FAST, "augment": STRONG_AUGMENT, "mixup": True},
+    "fast-128px": {**FAST, "image_size": 128},
 }
 
 
@@ -72,6 +75,9 @@ def settings(name: str, arch: str) -> dict:
 
 def validation_row(name: str, arch: str, seed: int) -> dict:
     changes = settings(name, arch)
+    # The key before training: it hashes the training code as it is now.
+    key = checkpoints.checkpoint_key(arch, checkpoints.config_for(arch, "book", **changes),
+                                     None, seed)
     model, run = checkpoints.load_trained(arch, "book", seed=seed, **changes)
     val = data.load_busi("val", size=run.config.image_size)
     logits = models.predict_logits(model, val.images).float().cpu()
@@ -80,7 +86,7 @@ def validation_row(name: str, arch: str, seed: int) -> dict:
     scores = evaluate.metrics(val.labels, logits)
     loss = F.cross_entropy(logits, val.labels, weight=weights).item()
     return {"candidate": name, "arch": arch, "seed": seed,
-            "key": checkpoints.checkpoint_key(arch, run.config, None, seed),
+            "key": key,
             "epochs": run.config.epochs, "epochs_run": run.epochs_run,
             "best_epoch": run.best_epoch, "val_loss": round(loss, 4),
             "val_accuracy": round(scores["accuracy"], 4),
