@@ -36,7 +36,8 @@ COLUMNS = ("candidate", "arch", "seed", "key", "epochs", "epochs_run", "best_epo
 
 # The book's recipe before the selection (per network: the epochs).
 BASE = {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
-        "ema_decay": 0.99, "label_smoothing": 0.0, "mixup": False, "precision": "float32",
+        "ema_decay": 0.99, "label_smoothing": 0.0, "mixup": False, "class_weighting": "inverse",
+        "precision": "float32",
         "channels_last": False, "augment": {},
         "resnet18": {"epochs": 50, "patience": 50}, "vgg16": {"epochs": 35, "patience": 35}}
 FAST = {"precision": "bfloat16", "channels_last": True}
@@ -60,6 +61,8 @@ CANDIDATES = {
     "fast-mixup": {**FAST, "mixup": True},
     "fast-strongaug-mixup": {**FAST, "augment": STRONG_AUGMENT, "mixup": True},
     "fast-128px": {**FAST, "image_size": 128},
+    "fast-sqrtweights": {**FAST, "class_weighting": "sqrt"},
+    "fast-strongaug-sqrtweights": {**FAST, "augment": STRONG_AUGMENT, "class_weighting": "sqrt"},
 }
 
 

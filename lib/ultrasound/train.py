@@ -53,6 +53,7 @@ class Augmentation:
 
 
 PRECISIONS = ("float32", "bfloat16")
+CLASS_WEIGHTINGS = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}  # name -> power of 1 / count
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class TrainConfig:
                               # kept (0: the raw weights)
     label_smoothing: float = 0.0  # of the training loss (validation loss is never smoothed)
     mixup: bool = False       # train on convex mixtures of image pairs and of their labels
+    class_weighting: str = "inverse"  # of the training loss (see class_weights); the
+                                      # validation loss always weighs classes equally
     precision: str = "float32"    # of training forward/backward passes: float32 | bfloat16
     channels_last: bool = False   # train in channels-last memory layout
     shuffled_labels_seed: int | None = None  # train on labels permuted with this seed
@@ -92,6 +95,9 @@ class TrainConfig:
                              f"weight_decay={self.weight_decay!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, "
+                             f"got {self.class_weighting!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")
@@ -142,13 +148,23 @@ def augment(images: torch.Tensor, aug: Augmentation, generator: torch.Generator)
     return out.clamp(0, 1)
 
 
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights ``n / (k * n_c)``: every class counts as much in the loss."""
+def class_weights(labels: torch.Tensor, num_classes: int,
+                  scheme: str = "inverse") -> torch.Tensor:
+    """Per-class loss weights ``w_c``, proportional to ``n_c ** -p``, scaled so that an image
+    weighs 1 on average (``sum_c n_c w_c = n``).
+
+    ``"inverse"`` (p = 1, ``n / (k * n_c)``): every class counts as much in the loss;
+    ``"sqrt"`` (p = 1/2): halfway, in logarithm, towards ``"none"`` (p = 0, every image alike).
+    """
+    if scheme not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, got "
+                         f"{scheme!r}")
     counts = torch.bincount(labels, minlength=num_classes).double()
     if (counts == 0).any():
         missing = (counts == 0).nonzero().flatten().tolist()
         raise ValueError(f"class(es) {missing} have no training images")
-    return (len(labels) / (num_classes * counts)).float()
+    weights = counts ** -CLASS_WEIGHTINGS[scheme]
+    return (weights * len(labels) / (counts * weights).sum()).float()
 
 
 @dataclass
@@ -169,7 +185,9 @@ def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str 
     images, labels = (t.to(dev) for t in train_set)
     val_images, val_labels = (t.to(dev) for t in val_set)
     num_classes = models.predict_logits(model.eval(), images[:1]).shape[1]
-    weights = class_weights(labels, num_classes).to(dev)
+    weights = class_weights(labels, num_classes, config.class_weighting).to(dev)
+    # Recipes are compared by the validation loss, so it weighs classes alike in every recipe.
+    val_weights = class_weights(labels, num_classes).to(dev)
     generator = torch.Generator(device=dev).manual_seed(seed)
     batches_per_epoch = max(1, len(images) // config.batch_size)
     if config.channels_last:
@@ -188,7 +206,8 @@ def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str 
     for epoch in range(1, config.epochs + 1):
         train_loss, train_acc = _train_epoch(model, images, labels, weights, optimizer,
                                              schedule, config, generator, bar, averaged)
-        val_loss, val_acc, val_bacc = _validate(evaluated, val_images, val_labels, weights)
+        val_loss, val_acc, val_bacc = _validate(evaluated, val_images, val_labels,
+                                                val_weights)
         for name, value in zip(history, (train_loss, train_acc, val_loss, val_acc, val_bacc)):
             history[name].append(value)
         bar.set_postfix_str(f"epoch {epoch} loss {train_loss:.3f} acc {train_acc:.3f} "
