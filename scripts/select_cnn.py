@@ -43,6 +43,8 @@ BASE = {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
 FAST = {"precision": "bfloat16", "channels_last": True}
 STRONG_AUGMENT = {"rotate": 15.0, "scale": 0.2, "shift": 0.1, "gain": 0.15, "contrast": 0.3,
                   "speckle": 0.1}
+STRONGER_AUGMENT = {"rotate": 20.0, "scale": 0.25, "shift": 0.15, "gain": 0.2, "contrast": 0.4,
+                    "speckle": 0.15}
 
 
 def epochs(resnet18, vgg16):
@@ -63,6 +65,10 @@ CANDIDATES = {
     "fast-128px": {**FAST, "image_size": 128},
     "fast-sqrtweights": {**FAST, "class_weighting": "sqrt"},
     "fast-strongaug-sqrtweights": {**FAST, "augment": STRONG_AUGMENT, "class_weighting": "sqrt"},
+    "fast-strongaug-sqrtweights-long": {**FAST, "augment": STRONG_AUGMENT,
+                                        "class_weighting": "sqrt", **epochs(80, 50)},
+    "fast-xaug-sqrtweights-long": {**FAST, "augment": STRONGER_AUGMENT,
+                                   "class_weighting": "sqrt", **epochs(80, 50)},
 }
 
 
