@@ -36,12 +36,15 @@ COLUMNS = ("candidate", "arch", "seed", "key", "epochs", "epochs_run", "best_epo
 
 # The book's recipe before the selection (per network: the epochs).
 BASE = {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
-        "ema_decay": 0.99, "label_smoothing": 0.0, "precision": "float32",
+        "ema_decay": 0.99, "label_smoothing": 0.0, "mixup": False, "class_weighting": "inverse",
+        "precision": "float32",
         "channels_last": False, "augment": {},
         "resnet18": {"epochs": 50, "patience": 50}, "vgg16": {"epochs": 35, "patience": 35}}
 FAST = {"precision": "bfloat16", "channels_last": True}
 STRONG_AUGMENT = {"rotate": 15.0, "scale": 0.2, "shift": 0.1, "gain": 0.15, "contrast": 0.3,
                   "speckle": 0.1}
+STRONGER_AUGMENT = {"rotate": 20.0, "scale": 0.25, "shift": 0.15, "gain": 0.2, "contrast": 0.4,
+                    "speckle": 0.15}
 
 
 def epochs(resnet18, vgg16):
@@ -57,6 +60,15 @@ CANDIDATES = {
     "fast-lr1e-3": {**FAST, "lr": 1e-3},
     "fast-long": {**FAST, **epochs(80, 50)},
     "fast-batch16": {**FAST, "batch_size": 16},
+    "fast-mixup": {**FAST, "mixup": True},
+    "fast-strongaug-mixup": {**FAST, "augment": STRONG_AUGMENT, "mixup": True},
+    "fast-128px": {**FAST, "image_size": 128},
+    "fast-sqrtweights": {**FAST, "class_weighting": "sqrt"},
+    "fast-strongaug-sqrtweights": {**FAST, "augment": STRONG_AUGMENT, "class_weighting": "sqrt"},
+    "fast-strongaug-sqrtweights-long": {**FAST, "augment": STRONG_AUGMENT,
+                                        "class_weighting": "sqrt", **epochs(80, 50)},
+    "fast-xaug-sqrtweights-long": {**FAST, "augment": STRONGER_AUGMENT,
+                                   "class_weighting": "sqrt", **epochs(80, 50)},
 }
 
 
@@ -72,6 +84,9 @@ def settings(name: str, arch: str) -> dict:
 
 def validation_row(name: str, arch: str, seed: int) -> dict:
     changes = settings(name, arch)
+    # The key before training: it hashes the training code as it is now.
+    key = checkpoints.checkpoint_key(arch, checkpoints.config_for(arch, "book", **changes),
+                                     None, seed)
     model, run = checkpoints.load_trained(arch, "book", seed=seed, **changes)
     val = data.load_busi("val", size=run.config.image_size)
     logits = models.predict_logits(model, val.images).float().cpu()
@@ -80,7 +95,7 @@ def validation_row(name: str, arch: str, seed: int) -> dict:
     scores = evaluate.metrics(val.labels, logits)
     loss = F.cross_entropy(logits, val.labels, weight=weights).item()
     return {"candidate": name, "arch": arch, "seed": seed,
-            "key": checkpoints.checkpoint_key(arch, run.config, None, seed),
+            "key": key,
             "epochs": run.config.epochs, "epochs_run": run.epochs_run,
             "best_epoch": run.best_epoch, "val_loss": round(loss, 4),
             "val_accuracy": round(scores["accuracy"], 4),

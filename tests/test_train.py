@@ -286,3 +286,62 @@ def test_every_profile_has_seeds_and_a_shuffled_label_network():
         assert config.shuffled_labels_seed is not None
         assert config.image_size == checkpoints.config_for("vgg16", profile).image_size
     assert checkpoints.seeds("book") == (0, 1, 2)
+
+
+def test_mixup_step_is_the_mixture_of_the_two_images_losses():
+    torch.manual_seed(0)
+    model = TinyNet()
+    images, labels = blobs(n=16)
+    weights = train.class_weights(labels, 3)
+    aug = train.Augmentation()
+    generator = torch.Generator().manual_seed(5)
+    replay = torch.Generator().manual_seed(5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the step leaves the weights
+    _, loss = train.train_step(model, images, labels, weights, optimizer, aug, generator,
+                               mixup=True)
+    batch = train.augment(images, aug, replay)
+    partner = torch.randperm(16, generator=replay)
+    share = torch.rand((), generator=replay)
+    logits = model(share * batch + (1 - share) * batch[partner])
+    expected = (share * nn.functional.cross_entropy(logits, labels, weight=weights)
+                + (1 - share) * nn.functional.cross_entropy(logits, labels[partner],
+                                                            weight=weights))
+    assert 0 < share < 1
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.equal(generator.get_state(), replay.get_state())  # no other draws
+
+
+def test_mixup_still_learns_an_easy_problem():
+    _, plain = fit_tiny(epochs=12, lr=3e-2)
+    _, mixed = fit_tiny(epochs=12, lr=3e-2, mixup=True)
+    assert mixed.history["train_loss"] != plain.history["train_loss"]
+    assert max(mixed.history["val_accuracy"]) > 0.6
+
+
+def test_softer_class_weights_have_known_values():
+    labels = torch.tensor([0] * 1 + [1] * 4 + [2] * 16)
+    assert torch.allclose(train.class_weights(labels, 3, "none"), torch.ones(3))
+    sqrt = train.class_weights(labels, 3, "sqrt")
+    # proportional to 1, 1/2, 1/4, scaled so that the 21 images weigh 21 in all
+    assert torch.allclose(sqrt, torch.tensor([1.0, 0.5, 0.25]) * 21 / (1 + 2 + 4))
+    inverse = train.class_weights(labels, 3, "inverse")
+    assert torch.allclose(inverse, torch.tensor([7.0, 7 / 4, 7 / 16]))
+    with pytest.raises(ValueError, match="class weighting must be one of inverse, sqrt, none"):
+        train.class_weights(labels, 3, "log")
+    with pytest.raises(ValueError, match="class_weighting must be one of"):
+        small_config(class_weighting="balanced")
+
+
+def test_the_validation_loss_weighs_classes_alike_whatever_the_training_weights():
+    images, labels = blobs()
+    keep = torch.cat([torch.arange(0, 48, 3), torch.arange(1, 48, 3)[:4],
+                      torch.arange(2, 48, 3)[:8]])  # 16, 4 and 8 images per class
+    model = TinyNet()
+    result = train.fit(model, (images[keep], labels[keep]), blobs(n=24, seed=1),
+                       small_config(epochs=3, class_weighting="none"), seed=0)
+    model.load_state_dict(result.state_dict)
+    val_images, val_labels = blobs(n=24, seed=1)
+    weights = train.class_weights(labels[keep], 3)
+    loss = nn.functional.cross_entropy(model.eval()(val_images), val_labels,
+                                       weight=weights).item()
+    assert loss == pytest.approx(min(result.history["val_loss"]), rel=1e-6)

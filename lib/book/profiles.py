@@ -70,19 +70,23 @@ OVERRIDES = {
 }
 
 
-# Training of the ultrasound CNNs (lib.ultrasound.train.TrainConfig) per profile: settings shared by both
-# networks, then per-architecture entries that take precedence. Changing any value retrains.
-# Both networks see the same image size (later chapters feed them the same images). ``book``
-# trains both in about 20 minutes on 2 CPU cores (benchmarks/bench_train.py); VGG-16 costs
-# ~8x ResNet-18 per image, hence its fewer epochs. The book's patience covers the whole
-# one-cycle schedule, whose low-learning-rate end gives the best weights; the best epoch is kept.
+# Training of the ultrasound CNNs (lib.ultrasound.train.TrainConfig) per profile: settings shared
+# by both networks, then per-architecture entries that take precedence. Changing any value
+# retrains. Both networks see the same image size (later chapters feed them the same images).
+# The ``book`` recipes are the candidates of scripts/select_cnn.py with the best validation
+# balanced accuracy (book/cnn-selection.csv; ties within 0.01 go to the lower validation loss):
+# "fast-long" for VGG-16, "fast-strongaug-sqrtweights-long" for ResNet-18. Patience covers the
+# whole one-cycle schedule, whose low-learning-rate end gives the best weights.
 CNN_TRAINING = {
     "smoke": {"image_size": 32, "epochs": 1, "batch_size": 16, "lr": 1e-3,
               "weight_decay": 5e-4, "patience": 1, "ema_decay": 0.9,
               "train_subset": 64, "val_subset": 32},
-    "book": {"image_size": 96, "epochs": 50, "batch_size": 32, "lr": 2e-3,
-             "weight_decay": 5e-4, "patience": 50, "ema_decay": 0.99,
-             "vgg16": {"epochs": 35}},
+    "book": {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
+             "ema_decay": 0.99, "precision": "bfloat16", "channels_last": True,
+             "vgg16": {"epochs": 50, "patience": 50},
+             "resnet18": {"epochs": 80, "patience": 80, "class_weighting": "sqrt",
+                          "augment": {"rotate": 15.0, "scale": 0.2, "shift": 0.1,
+                                      "gain": 0.15, "contrast": 0.3, "speckle": 0.1}}},
     "full": {"image_size": 224, "epochs": 60, "batch_size": 32, "lr": 2e-3,
               "weight_decay": 5e-4, "patience": 20, "ema_decay": 0.99},
 }

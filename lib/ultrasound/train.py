@@ -1,13 +1,13 @@
 """Training the ultrasound CNNs: settings per profile, augmentation, the training loop.
 
 The loop is plain PyTorch: class-weighted cross-entropy (optionally label-smoothed), AdamW
-with a one-cycle learning-rate schedule, augmentation done in batches on the device, an
-exponential moving average of the weights, and early stopping on the validation loss of that
-average (the weights of the best epoch are kept). The forward and backward passes of training
-may run under bfloat16 autocast and in channels-last memory layout (faster on CPUs with bfloat16
-instructions); validation and the kept weights are always float32. Every random draw comes from
-generators seeded by ``seed``, so a run repeats exactly on the same machine with the same number
-of threads.
+with a one-cycle learning-rate schedule, augmentation done in batches on the device (optionally
+followed by mixup of image pairs), an exponential moving average of the weights, and early
+stopping on the validation loss of that average (the weights of the best epoch are kept). The
+forward and backward passes of training may run under bfloat16 autocast and in channels-last
+memory layout (faster on CPUs with bfloat16 instructions); validation and the kept weights are
+always float32. Every random draw comes from generators seeded by ``seed``, so a run repeats
+exactly on the same machine with the same number of threads.
 
 A run may also train on randomly permuted training labels (``shuffled_labels_seed``): the
 data-randomisation check of explanation methods needs a network that memorised noise. Such a
@@ -53,6 +53,7 @@ class Augmentation:
 
 
 PRECISIONS = ("float32", "bfloat16")
+CLASS_WEIGHTINGS = {"inverse": 1.0, "sqrt": 0.5, "none": 0.0}  # name -> power of 1 / count
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class TrainConfig:
     ema_decay: float = 0.0    # per-step decay of the weight average that is validated and
                               # kept (0: the raw weights)
     label_smoothing: float = 0.0  # of the training loss (validation loss is never smoothed)
+    mixup: bool = False       # train on convex mixtures of image pairs and of their labels
+    class_weighting: str = "inverse"  # of the training loss (see class_weights); the
+                                      # validation loss always weighs classes equally
     precision: str = "float32"    # of training forward/backward passes: float32 | bfloat16
     channels_last: bool = False   # train in channels-last memory layout
     shuffled_labels_seed: int | None = None  # train on labels permuted with this seed
@@ -91,11 +95,15 @@ class TrainConfig:
                              f"weight_decay={self.weight_decay!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, "
+                             f"got {self.class_weighting!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
                              f"{self.precision!r}")
-        if not isinstance(self.channels_last, bool):
-            raise ValueError(f"channels_last must be True or False, got {self.channels_last!r}")
+        for name in ("channels_last", "mixup"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         seed = self.shuffled_labels_seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"shuffled_labels_seed must be None or an integer, got {seed!r}")
@@ -140,13 +148,23 @@ def augment(images: torch.Tensor, aug: Augmentation, generator: torch.Generator)
     return out.clamp(0, 1)
 
 
-def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights ``n / (k * n_c)``: every class counts as much in the loss."""
+def class_weights(labels: torch.Tensor, num_classes: int,
+                  scheme: str = "inverse") -> torch.Tensor:
+    """Per-class loss weights ``w_c``, proportional to ``n_c ** -p``, scaled so that an image
+    weighs 1 on average (``sum_c n_c w_c = n``).
+
+    ``"inverse"`` (p = 1, ``n / (k * n_c)``): every class counts as much in the loss;
+    ``"sqrt"`` (p = 1/2): halfway, in logarithm, towards ``"none"`` (p = 0, every image alike).
+    """
+    if scheme not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, got "
+                         f"{scheme!r}")
     counts = torch.bincount(labels, minlength=num_classes).double()
     if (counts == 0).any():
         missing = (counts == 0).nonzero().flatten().tolist()
         raise ValueError(f"class(es) {missing} have no training images")
-    return (len(labels) / (num_classes * counts)).float()
+    weights = counts ** -CLASS_WEIGHTINGS[scheme]
+    return (weights * len(labels) / (counts * weights).sum()).float()
 
 
 @dataclass
@@ -167,7 +185,9 @@ def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str 
     images, labels = (t.to(dev) for t in train_set)
     val_images, val_labels = (t.to(dev) for t in val_set)
     num_classes = models.predict_logits(model.eval(), images[:1]).shape[1]
-    weights = class_weights(labels, num_classes).to(dev)
+    weights = class_weights(labels, num_classes, config.class_weighting).to(dev)
+    # Recipes are compared by the validation loss, so it weighs classes alike in every recipe.
+    val_weights = class_weights(labels, num_classes).to(dev)
     generator = torch.Generator(device=dev).manual_seed(seed)
     batches_per_epoch = max(1, len(images) // config.batch_size)
     if config.channels_last:
@@ -186,7 +206,8 @@ def fit(model, train_set, val_set, config: TrainConfig, *, seed: int, desc: str 
     for epoch in range(1, config.epochs + 1):
         train_loss, train_acc = _train_epoch(model, images, labels, weights, optimizer,
                                              schedule, config, generator, bar, averaged)
-        val_loss, val_acc, val_bacc = _validate(evaluated, val_images, val_labels, weights)
+        val_loss, val_acc, val_bacc = _validate(evaluated, val_images, val_labels,
+                                                val_weights)
         for name, value in zip(history, (train_loss, train_acc, val_loss, val_acc, val_bacc)):
             history[name].append(value)
         bar.set_postfix_str(f"epoch {epoch} loss {train_loss:.3f} acc {train_acc:.3f} "
@@ -245,20 +266,30 @@ def autocast(precision: str, device: torch.device):
 
 def train_step(model, images, labels, class_weight, optimizer, aug: Augmentation, generator, *,
                label_smoothing: float = 0.0, precision: str = "float32",
-               channels_last: bool = False):
+               channels_last: bool = False, mixup: bool = False):
     """One optimisation step on an augmented copy of a batch; returns its logits and loss.
 
     Augmentation and the optimiser step are float32; ``precision`` applies to the forward pass
     (its backward pass follows it). With ``channels_last`` the model must already be in that
-    layout (``fit`` converts it).
+    layout (``fit`` converts it). With ``mixup`` the batch is mixed with a shuffled copy of
+    itself, ``w * x + (1 - w) * x'`` with one weight ``w`` drawn uniformly from [0, 1] per
+    batch, and the loss is the same mixture of the two images' losses.
     """
     batch = augment(images, aug, generator)
+    if mixup:
+        partner = torch.randperm(len(batch), generator=generator, device=batch.device)
+        share = torch.rand((), generator=generator, device=batch.device)
+        batch = share * batch + (1 - share) * batch[partner]
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     with autocast(precision, images.device):
         logits = model(batch)
     loss = F.cross_entropy(logits.float(), labels, weight=class_weight,
                            label_smoothing=label_smoothing)
+    if mixup:
+        loss = share * loss + (1 - share) * F.cross_entropy(
+            logits.float(), labels[partner], weight=class_weight,
+            label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -278,7 +309,8 @@ def _train_epoch(model, images, labels, weights, optimizer, schedule, config, ge
         logits, loss = train_step(model, images[index], labels[index], weights, optimizer,
                                   config.augment, generator,
                                   label_smoothing=config.label_smoothing,
-                                  precision=config.precision, channels_last=config.channels_last)
+                                  precision=config.precision, channels_last=config.channels_last,
+                                  mixup=config.mixup)
         schedule.step()
         if averaged is not None:
             averaged.update_parameters(model)
