@@ -35,6 +35,20 @@ def test_no_code_cell_is_swallowed_by_a_stray_fence():
                 assert "{code-cell}" not in cell.source, chapter.stem
 
 
+HIDDEN_INPUT = {"remove-cell", "remove-input", "hide-input"}
+
+
+def test_visible_code_fits_the_column():
+    # book/contributing.md: code a reader sees is at most 79 characters wide.
+    too_long = [f"{chapter.stem}: {line.strip()[:50]}"
+                for chapter in chapters.all_chapters()
+                for cell in chapter.notebook().cells
+                if cell.cell_type == "code"
+                and not HIDDEN_INPUT & set(cell.metadata.get("tags", []))
+                for line in cell.source.splitlines() if len(line) > 79]
+    assert not too_long, too_long
+
+
 def test_toc_lists_every_chapter_in_order():
     toc = yaml.safe_load((paths.ROOT / "_toc.yml").read_text())
     listed = [entry["file"] for part in toc["parts"] for entry in part["chapters"]]
