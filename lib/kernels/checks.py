@@ -19,6 +19,13 @@ def integer(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def confidence_level(value, name: str = "conf_level") -> float:
+    """A number strictly between 0 and 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number in (0, 1); got {value!r}")
+    return float(value)
+
+
 def positive_int(name: str, value) -> int:
     return integer(name, value, 1)
 

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from . import checks
 from .saltelli import check_problem, rows_per_base_sample, scale_to_inputs, unit_design
 from .sobol import evaluate
 from .sobol_estimators import estimate_indices, point_indices, split_blocks
@@ -35,13 +36,6 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _check_conf_level(conf_level) -> float:
-    if isinstance(conf_level, bool) or not isinstance(conf_level, numbers.Real) \
-            or not 0 < conf_level < 1:
-        raise ValueError(f"conf_level must be a number in (0, 1); got {conf_level!r}")
-    return float(conf_level)
-
-
 def interval(estimates, conf_level: float = 0.95, axis: int = 0) -> tuple:
     """Mean and Student-t half-width over ``axis`` of independent replicate estimates.
 
@@ -50,7 +44,7 @@ def interval(estimates, conf_level: float = 0.95, axis: int = 0) -> tuple:
     replicates are independent and normal, and about that for other laws as R grows.
     Accepts NumPy arrays and tensors; returns the same kind.
     """
-    conf_level = _check_conf_level(conf_level)
+    conf_level = checks.confidence_level(conf_level)
     R = estimates.shape[axis]
     if R < 2:
         raise ValueError(f"need at least 2 replicates along axis {axis}; got {R}")
@@ -155,7 +149,7 @@ def coverage(problem, f, exact: dict, log2_sizes, *, replicates: int = 8,
     problem = check_problem(problem)
     replicates = _check_int("replicates", replicates, 2)
     repetitions = _check_int("repetitions", repetitions, 1)
-    conf_level = _check_conf_level(conf_level)
+    conf_level = checks.confidence_level(conf_level)
     keys = ("S1", "ST", "S2") if calc_second_order else ("S1", "ST")
     truth = _exact_array(exact, keys)
     D = problem["num_vars"]
@@ -197,7 +191,7 @@ def coverage(problem, f, exact: dict, log2_sizes, *, replicates: int = 8,
 def below_level(table: pd.DataFrame, conf_level: float = 0.95) -> pd.Series:
     """Rows of a ``coverage`` table whose coverage is below ``conf_level`` by more than two
     binomial standard errors sqrt(c (1 - c) / intervals): more than counting noise."""
-    conf_level = _check_conf_level(conf_level)
+    conf_level = checks.confidence_level(conf_level)
     noise = 2 * np.sqrt(conf_level * (1 - conf_level) / table["intervals"])
     return table["coverage"] < conf_level - noise
 

@@ -26,12 +26,6 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
 
-def _check_conf_level(conf_level) -> float:
-    if isinstance(conf_level, bool) or not isinstance(conf_level, numbers.Real) \
-            or not 0 < conf_level < 1:
-        raise ValueError(f"conf_level must be a number in (0, 1); got {conf_level!r}")
-    return float(conf_level)
-
 def _check_num_resamples(num_resamples) -> int:
     return _positive_int("num_resamples", num_resamples, minimum=0)
 

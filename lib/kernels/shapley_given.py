@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from ..progress import progress
-from .shapley_games import (RESAMPLE_BUDGET_BYTES, ShapleyResult, _check_conf_level,
+from . import checks
+from .shapley_games import (RESAMPLE_BUDGET_BYTES, ShapleyResult,
                             _check_dimension, _check_names, _check_num_resamples,
                             _check_output_names, _check_seed, _multinomial_counts,
                             _percentile_result, _positive_int, _weighted_variance,
@@ -239,7 +240,7 @@ def given_data(X, Y, *, mask=None, names=None, output_names=None, n_neighbors: i
     names = _check_names(names, d)
     k = _positive_int("n_neighbors", n_neighbors, minimum=2)
     num_resamples = _check_num_resamples(num_resamples)
-    conf_level = _check_conf_level(conf_level)
+    conf_level = checks.confidence_level(conf_level)
     seed = _check_seed(seed)
     Y = _as_tensor(Y, "Y", X.device)
     mask = None if mask is None else _as_tensor(mask, "mask", X.device)

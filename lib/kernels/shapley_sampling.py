@@ -10,7 +10,8 @@ import torch
 
 from ..hardware import device as default_device
 from ..progress import progress
-from .shapley_games import (RESAMPLE_BUDGET_BYTES, ShapleyResult, _check_conf_level,
+from . import checks
+from .shapley_games import (RESAMPLE_BUDGET_BYTES, ShapleyResult,
                             _check_covariance, _check_dimension, _check_names,
                             _check_num_resamples, _check_output_names, _check_seed,
                             _multinomial_counts, _percentile_result, _positive_int,
@@ -86,7 +87,7 @@ def conditional_sampling(model, mean, cov, *, n_outer: int = 4096, n_inner: int 
     n_var = n_outer * n_inner if n_var is None else _positive_int("n_var", n_var, minimum=2)
     batch_rows = _positive_int("batch_rows", batch_rows)
     num_resamples = _check_num_resamples(num_resamples)
-    conf_level = _check_conf_level(conf_level)
+    conf_level = checks.confidence_level(conf_level)
     seed = _check_seed(seed)
     param = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     if device is None:
