@@ -27,7 +27,9 @@ $(DEV_STAMP): requirements/dev.txt $(BOOK_STAMP)
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	touch $@
 
+# The CNNs are trained first, several at a time on a CPU; the chapters then load them.
 book: $(BOOK_STAMP)
+	$(PY) -m lib train --profile $(PROFILE)
 	$(PY) -m lib build --profile $(PROFILE)
 
 chapter: $(BOOK_STAMP)

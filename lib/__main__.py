@@ -1,8 +1,9 @@
-"""Command line: ``python -m lib build | run | list``.
+"""Command line: ``python -m lib build | run | list | train | notebooks``.
 
   python -m lib build --profile smoke          execute every chapter (cached), render the book
   python -m lib run 02-sobol-method N=4096     re-run one chapter with other parameters
   python -m lib list                           chapters, their parameters and the profiles
+  python -m lib train --profile book           train the CNNs (several at a time on a CPU)
   python -m lib notebooks                      refresh notebooks/*.ipynb (Colab/Binder copies)
 """
 import argparse
@@ -39,6 +40,11 @@ def main(argv=None) -> int:
     run.add_argument("--profile", default=profiles.DEFAULT_PROFILE)
     run.add_argument("--runs-dir", default=None)
     commands.add_parser("list", help="list chapters and their parameters")
+    train = commands.add_parser("train", help="train the networks the chapters load, in "
+                                              "parallel where that is faster")
+    train.add_argument("--profile", default=profiles.DEFAULT_PROFILE)
+    train.add_argument("--jobs", type=int, default=None,
+                       help="trainings at a time (default: one per core on a CPU, 1 on a GPU)")
     commands.add_parser("notebooks", help="write the .ipynb copies that launch buttons open")
     # name=value pairs may follow options (`run ch --profile smoke N=8`), which argparse
     # leaves unparsed; anything else left over is an error.
@@ -54,6 +60,9 @@ def main(argv=None) -> int:
             path = runner.run(args.chapter, profiles.check_profile(args.profile),
                               knobs.parse_assignments(args.params), args.runs_dir)
             print(path)
+        elif args.command == "train":
+            from .ultrasound import pretrain
+            pretrain.train_all(profiles.check_profile(args.profile), args.jobs)
         elif args.command == "notebooks":
             for path in chapters.write_launch_notebooks():
                 print(path.relative_to(paths.ROOT))

@@ -224,6 +224,49 @@ def test_chunk_size_does_not_change_the_curves():
     torch.testing.assert_close(one.scores, many.scores)
 
 
+class Counting(nn.Module):
+    """Wraps a model and counts the images it is shown."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, 0
+
+    def forward(self, x):
+        self.seen += len(x)
+        return self.model(x)
+
+
+def test_curves_of_maps_match_the_curves_one_by_one_and_score_the_ends_once():
+    model, images, maps = region_case()
+    named = {"first": maps, "flipped": maps.flip(-1), "random": torch.rand_like(maps)}
+    options = dict(target=1, steps=8, baseline="blur", blur_sigma=1.0, seed=3)
+    counting = Counting(model).eval()
+    together = metrics.curves_of_maps(counting, images, named, **options)
+    # 2 ends per image, then 7 inner steps per image, map and mode.
+    assert counting.seen == 2 * 2 + 2 * 7 * len(named) * len(metrics.MODES)
+    for name, values in named.items():
+        for mode in metrics.MODES:
+            alone = metrics.perturbation_curves(model, images, values, mode=mode, **options)
+            torch.testing.assert_close(together[name][mode].scores, alone.scores)
+            torch.testing.assert_close(together[name][mode].auc, alone.auc)
+    deletion = together["first"]["deletion"].scores
+    insertion = together["first"]["insertion"].scores
+    torch.testing.assert_close(deletion[:, 0], insertion[:, -1])  # both: the intact image
+    torch.testing.assert_close(deletion[:, -1], insertion[:, 0])  # both: the baseline
+
+
+def test_curves_of_maps_with_one_step_scores_only_the_ends():
+    model, images, maps = region_case()
+    curves = metrics.curves_of_maps(model, images, {"m": maps}, modes=("deletion",),
+                                    target=1, steps=1, output="logit", baseline="black")
+    torch.testing.assert_close(curves["m"]["deletion"].scores,
+                               torch.tensor([[4.0, 0.0], [4.0, 0.0]]))
+    with pytest.raises(ValueError, match="non-empty dict"):
+        metrics.curves_of_maps(model, images, {})
+    with pytest.raises(ValueError, match="mode"):
+        metrics.curves_of_maps(model, images, {"m": maps}, modes=("removal",))
+
+
 def test_default_target_is_the_prediction_on_the_intact_image():
     model, images, maps = region_case()  # logit 1 = 4 > 0: class 1 is predicted
     torch.testing.assert_close(metrics.deletion_auc(model, images, maps, steps=8),

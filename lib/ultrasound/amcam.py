@@ -60,14 +60,15 @@ def pooled_faithfulness(model, images, maps: dict, target, *, grid: int, steps: 
                         chunk_size: int = 64) -> dict:
     """``{method: {"deletion_auc", "insertion_auc": (N,)}}`` with every map pooled to one
     ``grid`` x ``grid`` grid (``lib.kernels.references.pool_to_grid``)."""
-    result = {}
-    for method, values in maps.items():
-        pooled = references.pool_to_grid(values, grid)
-        result[method] = {f"{mode}_auc": metrics.perturbation_curves(
-            model, images, pooled, mode=mode, target=target, baseline=baseline,
-            steps=steps, blur_sigma=blur_sigma, seed=seed, chunk_size=chunk_size,
-            show_progress=False).auc for mode in metrics.MODES}
-    return result
+    return curve_aucs(pooled_curves(model, images, maps, target, grid=grid, steps=steps,
+                                    baseline=baseline, blur_sigma=blur_sigma, seed=seed,
+                                    chunk_size=chunk_size))
+
+
+def curve_aucs(curves: dict) -> dict:
+    """``{method: {"deletion_auc", "insertion_auc": (N,)}}`` of :func:`pooled_curves`."""
+    return {method: {f"{mode}_auc": by_mode[mode].auc for mode in by_mode}
+            for method, by_mode in curves.items()}
 
 
 def seed_means(per_seed: list, *, n_boot: int = 1000, level: float = 0.95,
@@ -173,12 +174,11 @@ def pooled_curves(model, images, maps: dict, target, *, grid: int, steps: int,
                   baseline="blur", blur_sigma: float = 5.0, seed: int = 0,
                   chunk_size: int = 64) -> dict:
     """``{method: {mode: lib.kernels.metrics.Curves}}`` of the maps pooled to ``grid``, for
-    ``lib.ultrasound.plots.plot_curves``."""
-    return {method: {mode: metrics.perturbation_curves(
-        model, images, references.pool_to_grid(values, grid), mode=mode, target=target,
-        baseline=baseline, steps=steps, blur_sigma=blur_sigma, seed=seed,
-        chunk_size=chunk_size, show_progress=False) for mode in metrics.MODES}
-        for method, values in maps.items()}
+    ``lib.ultrasound.plots.plot_curves``; the curves' ends are scored once for all maps."""
+    pooled = {method: references.pool_to_grid(values, grid) for method, values in maps.items()}
+    return metrics.curves_of_maps(model, images, pooled, target=target, baseline=baseline,
+                                  steps=steps, blur_sigma=blur_sigma, seed=seed,
+                                  chunk_size=chunk_size, show_progress=False)
 
 
 def centre_bump(size: int, *, sd: float | None = None, device=None) -> torch.Tensor:

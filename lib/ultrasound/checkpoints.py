@@ -77,6 +77,30 @@ def checkpoint_key(arch: str, config, weights, seed: int) -> str:
                           toolchain=cache.toolchain_digest())
 
 
+def is_cached(arch: str, profile: str = "book", *, weights=None, seed: int = 0,
+              **changes) -> bool:
+    """True when an intact checkpoint exists for what ``load_trained`` would return."""
+    config = config_for(arch, profiles.check_profile(profile), **changes)
+    key = checkpoint_key(arch, config, weights, seed)
+    return cache.is_valid(cache.entry_path("models", _entry_name(arch, profile, seed, weights,
+                                                                 config), key, ".pt"))
+
+
+def planned(profile: str = "book") -> list:
+    """Every network the chapters of ``profile`` load, as ``(arch, seed, changes)``, the
+    costliest first: each architecture at each seed, then the shuffled-labels ResNet-18."""
+    profile = profiles.check_profile(profile)
+    jobs = [(arch, seed, {}) for arch in models.ARCHS for seed in seeds(profile)]
+    jobs.append((SHUFFLED_LABELS_ARCH, 0, dict(profiles.CNN_SHUFFLED_LABELS[profile])))
+    return jobs
+
+
+def _entry_name(arch, profile, seed, weights, config) -> str:
+    return f"{arch}-{profiles.check_profile(profile)}-seed{seed}" + (
+        "-imagenet" if weights else "") + (
+        "-shuffled" if config.shuffled_labels_seed is not None else "")
+
+
 def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 0,
                  verbose: bool = True, **changes):
     """The network ``arch`` trained at ``profile``, in eval mode on ``lib.device()``.
@@ -92,8 +116,7 @@ def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 
     config = config_for(arch, profile, **changes)
     dev = hardware.device()
     key = checkpoint_key(arch, config, weights, seed)
-    name = f"{arch}-{profile}-seed{seed}" + ("-imagenet" if weights else "") + (
-        "-shuffled" if config.shuffled_labels_seed is not None else "")
+    name = _entry_name(arch, profile, seed, weights, config)
     with _isolated_rng(seed, dev):
         entry = cache.cached_torch(
             "models", name, key,

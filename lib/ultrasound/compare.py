@@ -313,15 +313,10 @@ def score_maps(model, images, maps, masks, target, *, baseline="blur", steps=20,
         of :func:`lib.kernels.metrics.summarise`), ``curves[method][mode]`` a
         :class:`lib.kernels.metrics.Curves`.
     """
-    scores, curves = {}, {}
-    for method, values in maps.items():
-        scores[method] = metrics.localisation_scores(values, masks, k=k, seed=seed)
-        curves[method] = {}
-        for mode in metrics.MODES:
-            curve = metrics.perturbation_curves(
-                model, images, values, mode=mode, target=target, baseline=baseline,
-                steps=steps, blur_sigma=blur_sigma, seed=seed, chunk_size=chunk_size,
-                show_progress=show_progress)
-            scores[method][f"{mode}_auc"] = curve.auc
-            curves[method][mode] = curve
+    curves = metrics.curves_of_maps(model, images, maps, target=target, baseline=baseline,
+                                    steps=steps, blur_sigma=blur_sigma, seed=seed,
+                                    chunk_size=chunk_size, show_progress=show_progress)
+    scores = {method: {**metrics.localisation_scores(values, masks, k=k, seed=seed),
+                       **{f"{mode}_auc": curves[method][mode].auc for mode in metrics.MODES}}
+              for method, values in maps.items()}
     return scores, curves
