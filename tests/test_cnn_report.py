@@ -21,6 +21,32 @@ def test_selection_table_averages_seeds_and_ranks_by_validation(tmp_path):
     assert table.loc[("resnet18", "a"), "training minutes"] == 1.5
 
 
+def test_winners_take_the_best_balanced_accuracy_and_break_ties_by_validation_loss():
+    index = pd.MultiIndex.from_tuples([("vgg16", "a"), ("vgg16", "b"), ("vgg16", "c"),
+                                       ("resnet18", "d"), ("resnet18", "e")],
+                                      names=["arch", "candidate"])
+    table = pd.DataFrame({"validation balanced accuracy": [0.80, 0.795, 0.70, 0.6, 0.7],
+                          "validation loss": [0.9, 0.5, 0.1, 0.1, 0.9]}, index=index)
+    winners = cnn_report.selection_winners(table)
+    assert winners["vgg16"] == {"winner": "b", "tied": ["a"]}  # within 0.01: loss decides
+    assert winners["resnet18"] == {"winner": "e", "tied": []}
+    assert cnn_report.selection_winners(table, tie=0.0)["vgg16"]["winner"] == "a"
+
+
+def test_the_book_trains_the_recipes_the_selection_rule_picks():
+    from dataclasses import asdict
+
+    from lib.ultrasound import checkpoints
+
+    winners = cnn_report.selection_winners(cnn_report.selection_table())
+    for arch, picked in winners.items():
+        logged = cnn_report.winner_settings(arch, picked["winner"])
+        trained = asdict(checkpoints.config_for(arch, "book"))
+        assert {k: trained[k] for k in logged} == logged, arch
+    with pytest.raises(ValueError, match="no candidate"):
+        cnn_report.winner_settings("vgg16", "nothing")
+
+
 def one_hot(predictions, classes=3):
     return torch.nn.functional.one_hot(torch.tensor(predictions), classes).double()
 

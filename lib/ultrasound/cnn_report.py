@@ -34,6 +34,36 @@ def selection_table(path=None) -> pd.DataFrame:
                              ascending=[True, False]).round(3)
 
 
+# Candidates within this much validation balanced accuracy of the best count as tied (about
+# one validation image); the lower validation loss decides among them.
+TIE = 0.01
+
+
+def selection_winners(table: pd.DataFrame, tie: float = TIE) -> dict:
+    """The rule applied to :func:`selection_table`: per network, ``{"winner", "tied"}`` with the
+    winning candidate's name and the names of the others within ``tie`` of the best validation
+    balanced accuracy (the lower validation loss wins among the tied)."""
+    winners = {}
+    for arch, rows in table.groupby(level="arch", sort=False):
+        rows = rows.droplevel("arch")
+        best = rows["validation balanced accuracy"].max()
+        tied = rows[rows["validation balanced accuracy"] >= best - tie - 1e-12]
+        winner = tied["validation loss"].idxmin()
+        winners[arch] = {"winner": winner, "tied": [c for c in tied.index if c != winner]}
+    return winners
+
+
+def winner_settings(arch: str, candidate: str, path=None) -> dict:
+    """The training settings logged for ``candidate`` of ``arch`` (the selection log's JSON)."""
+    import json
+
+    log = pd.read_csv(path or paths.BOOK_DIR / SELECTION_LOG)
+    rows = log[(log["arch"] == arch) & (log["candidate"] == candidate)]
+    if rows.empty:
+        raise ValueError(f"no candidate {candidate!r} for {arch} in the selection log")
+    return json.loads(rows["settings"].iloc[0])
+
+
 def over_seeds(summaries: dict) -> pd.DataFrame:
     """``{split: evaluate.seed_summary(...)}`` side by side: per metric, the mean over seeds,
     its range and the bootstrap interval of the seed mean, on each split, as text cells."""
