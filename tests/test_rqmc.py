@@ -84,7 +84,7 @@ def test_coverage_on_ishigami_with_second_order_counts_the_pairs():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"replicates": 1}, "replicates must be an integer >= 2"),
-    ({"repetitions": 0}, "repetitions must be an integer >= 1"),
+    ({"repetitions": 0}, "repetitions must be a positive integer"),
     ({"conf_level": 1.0}, r"conf_level must be a number in \(0, 1\)")])
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -12,7 +12,6 @@ interval on R - 1 degrees of freedom, mean -/+ t_{(1+c)/2, R-1} s / sqrt(R).
 kinds of interval many times on a function whose indices are known and counts how often each
 holds the exact value, for a range of N, every design and index at once.
 """
-import numbers
 
 import numpy as np
 import pandas as pd
@@ -28,12 +27,6 @@ from .sobol_estimators import estimate_indices, point_indices, split_blocks
 OUTPUT_BUDGET_BYTES = 1 << 27
 # Bytes of design points (designs x rows x D, float64) built and evaluated at once.
 DESIGN_BUDGET_BYTES = 1 << 25
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def interval(estimates, conf_level: float = 0.95, axis: int = 0) -> tuple:
@@ -70,8 +63,8 @@ def replicate_designs(problem, N: int, replicates: int, *, calc_second_order: bo
     sequence; the seeds are spawned from ``seed`` (``replicate_seeds``).
     """
     problem = check_problem(problem)
-    _check_int("N", N, 2)
-    _check_int("replicates", replicates, 2)
+    checks.integer("N", N, 2)
+    checks.integer("replicates", replicates, 2)
     D = problem["num_vars"]
     designs = np.empty((replicates, N * rows_per_base_sample(D, calc_second_order), D))
     for r, generator in enumerate(replicate_seeds(seed, replicates)):
@@ -114,8 +107,8 @@ def analyze(problem, f, N: int, replicates: int = 8, *, calc_second_order: bool 
     order, R N (D + 2) without.
     """
     problem = check_problem(problem)
-    _check_int("N", N, 2)
-    generators = replicate_seeds(seed, _check_int("replicates", replicates, 2))
+    checks.integer("N", N, 2)
+    generators = replicate_seeds(seed, checks.integer("replicates", replicates, 2))
     Y = _outputs(problem, f, N, generators, calc_second_order)
     estimates = point_indices(split_blocks(Y, problem["num_vars"], calc_second_order))
     result = {"replicates": {}}
@@ -147,15 +140,15 @@ def coverage(problem, f, exact: dict, log2_sizes, *, replicates: int = 8,
     |estimate - exact|), intervals (how many were counted) and model_runs per interval.
     """
     problem = check_problem(problem)
-    replicates = _check_int("replicates", replicates, 2)
-    repetitions = _check_int("repetitions", repetitions, 1)
+    replicates = checks.integer("replicates", replicates, 2)
+    repetitions = checks.integer("repetitions", repetitions, 1)
     conf_level = checks.confidence_level(conf_level)
     keys = ("S1", "ST", "S2") if calc_second_order else ("S1", "ST")
     truth = _exact_array(exact, keys)
     D = problem["num_vars"]
     rows = []
     for log2_n in log2_sizes:
-        N = 2 ** _check_int("log2 of N", log2_n, 1)
+        N = 2 ** checks.integer("log2 of N", log2_n, 1)
         run_rows = N * rows_per_base_sample(D, calc_second_order)
         per_chunk = max(1, OUTPUT_BUDGET_BYTES // (8 * run_rows * replicates))
         tallies = {"bootstrap": [], "RQMC": []}

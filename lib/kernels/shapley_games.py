@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import checks
+
 # Exact enumeration visits 2^d subsets; 12 inputs (4096 subsets) keeps every estimator here
 # within minutes and memory within reach; beyond, a permutation sampler would be needed.
 MAX_INPUTS = 12
@@ -21,13 +23,9 @@ RESAMPLE_BUDGET_BYTES = 1 << 26
 
 # --------------------------------------------------------------------------------- checks
 
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 def _check_num_resamples(num_resamples) -> int:
-    return _positive_int("num_resamples", num_resamples, minimum=0)
+    return checks.integer("num_resamples", num_resamples, 0)
 
 def _check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -70,7 +68,7 @@ def shapley_weights(d: int) -> np.ndarray:
     j joins exactly the other members of u (plus sign) or joins u (minus sign). Every row
     sums to 0, so Sh is unchanged by adding a constant to c.
     """
-    d = _positive_int("d", d)
+    d = checks.integer("d", d)
     _check_dimension(d)
     masks = np.arange(2 ** d)
     sizes = np.array([bin(u).count("1") for u in masks])

@@ -15,7 +15,7 @@ from . import checks
 from .shapley_games import (RESAMPLE_BUDGET_BYTES, ShapleyResult,
                             _check_dimension, _check_names, _check_num_resamples,
                             _check_output_names, _check_seed, _multinomial_counts,
-                            _percentile_result, _positive_int, _weighted_variance,
+                            _percentile_result, _weighted_variance,
                             shapley_weights)
 from .shapley_neighbours import _subset_terms, _visit_subsets
 
@@ -238,7 +238,7 @@ def given_data(X, Y, *, mask=None, names=None, output_names=None, n_neighbors: i
     d = X.shape[-1]
     _check_dimension(d)
     names = _check_names(names, d)
-    k = _positive_int("n_neighbors", n_neighbors, minimum=2)
+    k = checks.integer("n_neighbors", n_neighbors, 2)
     num_resamples = _check_num_resamples(num_resamples)
     conf_level = checks.confidence_level(conf_level)
     seed = _check_seed(seed)

@@ -14,8 +14,8 @@ from . import checks
 from .shapley_games import (RESAMPLE_BUDGET_BYTES, ShapleyResult,
                             _check_covariance, _check_dimension, _check_names,
                             _check_num_resamples, _check_output_names, _check_seed,
-                            _multinomial_counts, _percentile_result, _positive_int,
-                            _subset_inputs, _weighted_variance, shapley_weights)
+                            _multinomial_counts, _percentile_result, _subset_inputs,
+                            _weighted_variance, shapley_weights)
 
 
 def _model_outputs(model, X: torch.Tensor, batch_rows: int, what: str) -> torch.Tensor:
@@ -82,10 +82,10 @@ def conditional_sampling(model, mean, cov, *, n_outer: int = 4096, n_inner: int 
         raise ValueError("mean must be finite (no NaN or inf)")
     cov_np = _check_covariance(cov_np, d)
     names = _check_names(names, d)
-    n_outer = _positive_int("n_outer", n_outer, minimum=2)
-    n_inner = _positive_int("n_inner", n_inner, minimum=2)
-    n_var = n_outer * n_inner if n_var is None else _positive_int("n_var", n_var, minimum=2)
-    batch_rows = _positive_int("batch_rows", batch_rows)
+    n_outer = checks.integer("n_outer", n_outer, 2)
+    n_inner = checks.integer("n_inner", n_inner, 2)
+    n_var = n_outer * n_inner if n_var is None else checks.integer("n_var", n_var, 2)
+    batch_rows = checks.integer("batch_rows", batch_rows)
     num_resamples = _check_num_resamples(num_resamples)
     conf_level = checks.confidence_level(conf_level)
     seed = _check_seed(seed)

@@ -16,6 +16,7 @@ import time
 import torch
 
 from .. import hardware
+from ..kernels import checks
 from . import checkpoints
 
 
@@ -70,8 +71,7 @@ def train_all(profile: str = "book", jobs: int | None = None, log=print) -> list
     the CPU threads.
     """
     jobs = default_jobs() if jobs is None else jobs
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1, got {jobs!r}")
+    jobs = checks.integer("jobs", jobs)
     todo = [(arch, seed, changes, profile) for arch, seed, changes in checkpoints.planned(profile)
             if not checkpoints.is_cached(arch, profile, seed=seed, **changes)]
     if not todo:
