@@ -1,4 +1,5 @@
 """lib.ultrasound.amcam: scores of the AM/Grad-CAM chapter."""
+import pandas as pd
 import pytest
 import torch
 
@@ -75,3 +76,28 @@ def test_pooled_faithfulness_scores_every_method():
                                        steps=3)
     assert set(scores) == {"a", "b"}
     assert scores["a"]["deletion_auc"].shape == (2,)
+
+
+def factors_table(adam_grad, adam_slope, projected_grad, adam_dark, projected_dark):
+    rows = {}
+    for net in ("VGG-16", "ResNet-18"):
+        rows[net, amcam.ADAM] = {"with |gradient|": adam_grad, "with x (1 − x)": adam_slope,
+                                 "near-black level": adam_dark}
+        rows[net, amcam.PROJECTED] = {"with |gradient|": projected_grad,
+                                      "with x (1 − x)": 0.1,
+                                      "near-black level": projected_dark}
+    return pd.DataFrame(rows).T
+
+
+def test_the_am_story_follows_the_numbers():
+    expected = amcam.am_variant_story(factors_table(0.3, 0.8, 0.9, 0.2, 0.9))
+    assert "slope more than the gradient for both networks" in expected["follows"]
+    assert "more closely than the Adam variant for both networks" in expected["follows"]
+    assert "comes from the optimiser" in expected["dark"]
+    reversed_ = amcam.am_variant_story(factors_table(0.7, 0.4, 0.2, 0.5, 0.3))
+    assert "for neither network; projected" in reversed_["follows"]
+    assert "Adam variant for neither network" in reversed_["follows"]
+    assert "does not show" in reversed_["dark"]
+    mixed = factors_table(0.3, 0.8, 0.9, 0.2, 0.9)
+    mixed.loc[("ResNet-18", amcam.PROJECTED), "near-black level"] = 0.1
+    assert "for VGG-16 only" in amcam.am_variant_story(mixed)["dark"]

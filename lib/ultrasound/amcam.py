@@ -170,6 +170,44 @@ def dark_ratio(maps: dict, images: torch.Tensor, level: float = 0.05) -> dict:
             for method, values in maps.items()}
 
 
+ADAM, PROJECTED = "Adam, sigmoid", "projected gradient ascent"
+
+
+def am_variant_story(factors: pd.DataFrame) -> dict:
+    """Sentences that say what :func:`am_change_factors` and :func:`dark_ratio` found, per
+    network (the first index level of ``factors``, variants :data:`ADAM` and
+    :data:`PROJECTED` in the second): ``{"follows": ..., "dark": ...}``, so that the prose
+    states whatever a run measured."""
+    nets = list(dict.fromkeys(factors.index.get_level_values(0)))
+    grad, slope, dark = "with |gradient|", "with x (1 − x)", "near-black level"
+
+    def value(net, variant, column):
+        return float(factors.loc[(net, variant), column])
+
+    slope_led = [n for n in nets if value(n, ADAM, slope) > value(n, ADAM, grad)]
+    closer = [n for n in nets if value(n, PROJECTED, grad) > value(n, ADAM, grad)]
+    lifted = [n for n in nets if value(n, PROJECTED, dark) > value(n, ADAM, dark)]
+
+    def which(found):
+        if len(found) == len(nets):
+            return "both networks" if len(nets) == 2 else "every network"
+        return " and ".join(found) if found else "neither network"
+
+    follows = (f"Under Adam and the sigmoid the change follows the sigmoid's slope more than "
+               f"the gradient for {which(slope_led)}; projected gradient ascent follows the "
+               f"gradient more closely than the Adam variant for {which(closer)}.")
+    if len(lifted) == len(nets):
+        dark_text = ("Without Adam and the sigmoid the change reaches near-black pixels more "
+                     "(a higher near-black level for " + which(lifted) + "): the blind spot "
+                     "comes from the optimiser and the parameterisation, not from activation "
+                     "maximisation.")
+    else:
+        dark_text = ("The near-black level is higher without Adam and the sigmoid for "
+                     + which(lifted) + " only, so this run does not show that the optimiser "
+                     "and the parameterisation alone make the blind spot.")
+    return {"follows": follows, "dark": dark_text}
+
+
 def pooled_curves(model, images, maps: dict, target, *, grid: int, steps: int,
                   baseline="blur", blur_sigma: float = 5.0, seed: int = 0,
                   chunk_size: int = 64) -> dict:
