@@ -91,3 +91,21 @@ def test_paired_against_finds_a_clear_gain_and_a_tie_with_bonferroni():
     low, high = table.loc[("a", "AUC"), ["CI low", "CI high"]]
     assert low < 0 < high
     assert table.loc[("a", "IoU"), "verdict"] != table.loc[("a", "AUC"), "verdict"]
+
+
+def test_the_additivity_sentence_follows_the_share_of_additive_images():
+    high, low = torch.tensor([0.9, 0.95, 0.7]), torch.tensor([0.2, 0.5, 0.85])
+    both = sobol_summary.additivity_sentence({"A": high, "B": high}, "logit", 4)
+    assert "close to additive on most images (" in both and "A on 67% of the images" in both
+    one = sobol_summary.additivity_sentence({"A": high, "B": low}, "logit", 4)
+    assert "for one network only" in one
+    none = sobol_summary.additivity_sentence({"A": low, "B": low}, "logit", 4)
+    assert "not close to additive" in none
+
+
+def test_the_precision_sentence_follows_the_half_widths():
+    assert "more precisely than first-order ones at the same cost, for every" in \
+        sobol_summary.precision_sentence({"A": 0.01, "B": 0.02}, {"A": 0.05, "B": 0.06})
+    assert "for B only" in sobol_summary.precision_sentence({"A": 0.1, "B": 0.02},
+                                                            {"A": 0.05, "B": 0.06})
+    assert "at least as precisely" in sobol_summary.precision_sentence({"A": 0.1}, {"A": 0.05})

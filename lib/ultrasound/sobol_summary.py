@@ -41,6 +41,43 @@ def additivity(fit: dict, result) -> dict:
             "sum of S1 (mean)": result.S1.flatten(1).sum(1).mean().item()}
 
 
+# R^2 of the additive surrogate from which an image counts as close to additive.
+ADDITIVE_R2 = 0.8
+
+
+def additivity_sentence(r2_by_network: dict, output_name: str, grid: int,
+                        threshold: float = ADDITIVE_R2) -> str:
+    """What the surrogate's R^2 says, per network (``{title: (N,) R^2 per image}``): the share
+    of images at or above ``threshold``, and a verdict that follows it."""
+    parts, shares = [], []
+    for title, r2 in r2_by_network.items():
+        share = float((r2.detach().cpu() >= threshold).double().mean())
+        shares.append(share)
+        parts.append(f"{title} on {share:.0%} of the images")
+    if min(shares) > 0.5:
+        verdict = "close to additive on most images"
+    elif max(shares) > 0.5:
+        verdict = "close to additive on most images for one network only"
+    else:
+        verdict = "not close to additive on most images"
+    return (f"For the {output_name} over a {grid} x {grid} grid the networks here are "
+            f"{verdict} (R² ≥ {threshold:g}: {', '.join(parts)}).")
+
+
+def precision_sentence(st_conf: dict, s1_conf: dict) -> str:
+    """Which indices the run estimated more precisely, from the mean interval half-widths
+    per network (``{title: half-width}``)."""
+    tighter = [t for t in st_conf if st_conf[t] < s1_conf[t]]
+    if len(tighter) == len(st_conf):
+        return ("Total indices were estimated more precisely than first-order ones at the same "
+                "cost, for every network.")
+    if not tighter:
+        return ("First-order indices were estimated at least as precisely as total ones here, "
+                "for every network.")
+    return ("Total indices were estimated more precisely than first-order ones for "
+            + " and ".join(tighter) + " only.")
+
+
 def scores_for_both_outputs(model, images, maps, masks, target, *, steps: int,
                             blur_sigma: float, seed: int, analysed: str = "logit") -> dict:
     """Localisation, and deletion and insertion of the score the maps analyse
