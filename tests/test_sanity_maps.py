@@ -65,6 +65,21 @@ def test_the_cascade_tells_a_network_method_from_the_edge_detector():
     assert data.loc["gradient", "spearman"] < 0.9
 
 
+def test_the_whole_network_check_is_the_cascades_last_step():
+    torch.manual_seed(0)
+    model = models.build("resnet18").eval()
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([0, 1, 2])
+    once = sanity_maps.whole_network_check(model, images, target, ["gradient", "edges"],
+                                           n_boot=50)
+    full = sanity_maps.final_similarity(
+        sanity_maps.cascade(model, images, target, ["gradient", "edges"],
+                            show_progress=False), n_boot=50)
+    assert list(once["verdict"]) == list(full["verdict"]) == ["changes", "insensitive"]
+    assert once.loc["edge detector", "spearman"] == pytest.approx(1.0)
+    assert once.loc["gradient", "spearman"] < 0.9
+
+
 def test_the_chapter_helpers_word_the_verdicts_and_round_the_tables():
     import pandas as pd
 

@@ -40,7 +40,7 @@ OVERRIDES = {
         "09-global-cnn": {"N": 4, "n_per_class": 1, "num_resamples": 20, "deletion_steps": 2,
                           "n_boot": 100, "n_shown": 2, "cost_grids": [2, 4],
                           "cost_Ns": [4, 8], "chunk_size": 64, "convergence_N": 8,
-                          "additive_samples": 50},
+                          "additive_samples": 50, "sanity_N": 2},
         "10-sanity-checks": {"n_images": 2, "am_steps": 2, "fd_patch": 8, "sobol_N": 2,
                              "sobol_grid": 2, "n_boot": 50},
     },

@@ -82,6 +82,23 @@ def cascade(model, images, target, methods=METHODS, *, settings=compare.MapSetti
         for method in methods}
 
 
+def whole_network_check(model, images, target, methods, *, settings=compare.MapSettings(),
+                        grid: int = 4, N: int = 8, seed: int = 0, threshold: float = 0.5,
+                        n_boot: int = 1000):
+    """The last step of :func:`cascade` alone: every stage randomised at once, each method's
+    maps compared with the intact ones (a :func:`final_similarity` table), for a chapter that
+    ranks a method and must say whether its maps depend on the weights."""
+    from ..kernels import sanity
+
+    layer = models.TARGET_LAYERS[model.arch]
+    every_stage = [name for names in randomisation_steps(model).values() for name in names]
+    results = {method: sanity.cascading_randomization(
+        model, explainer(method, target, layer=layer, settings=settings, grid=grid, N=N,
+                         seed=seed), images, layers={"every stage": every_stage}, seed=seed,
+        show_progress=False) for method in methods}
+    return final_similarity(results, threshold=threshold, n_boot=n_boot, seed=seed)
+
+
 def final_similarity(results: dict, *, threshold: float = 0.5, n_boot: int = 1000,
                      seed: int = 0):
     """Per method: the mean similarity to the intact maps once every layer is randomised,
