@@ -36,7 +36,7 @@ OVERRIDES = {
                                        "n_boot": 100},
         "08-am-vs-gradcam": {"n_test_images": 24, "am_steps": 2, "deletion_steps": 2,
                              "n_boot": 50, "n_boot_paired": 200, "n_examples": 1,
-                             "common_grid": 4, "fd_patch": 8},
+                             "common_grid": 4, "fd_patch": 8, "n_sanity_images": 2},
         "09-global-cnn": {"N": 4, "n_per_class": 1, "num_resamples": 20, "deletion_steps": 2,
                           "n_boot": 100, "n_shown": 2, "cost_grids": [2, 4],
                           "cost_Ns": [4, 8], "chunk_size": 64, "convergence_N": 8,
