@@ -47,11 +47,16 @@ def test_every_method_gives_one_map_per_image_of_the_images_size():
         sanity_maps.explainer("saliency", target, layer="net.layer4")
 
 
-def test_the_cascade_tells_a_network_method_from_the_edge_detector():
+def untrained_case():
+    """An untrained ResNet-18, three random images and one target class each."""
     torch.manual_seed(0)
     model = models.build("resnet18").eval()
     images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    target = torch.tensor([0, 1, 2])
+    return model, images, torch.tensor([0, 1, 2])
+
+
+def test_the_cascade_tells_a_network_method_from_the_edge_detector():
+    model, images, target = untrained_case()
     results = sanity_maps.cascade(model, images, target, ["gradient", "edges"],
                                   show_progress=False)
     table = sanity_maps.final_similarity(results, n_boot=50)
@@ -66,10 +71,7 @@ def test_the_cascade_tells_a_network_method_from_the_edge_detector():
 
 
 def test_the_whole_network_check_is_the_cascades_last_step():
-    torch.manual_seed(0)
-    model = models.build("resnet18").eval()
-    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-    target = torch.tensor([0, 1, 2])
+    model, images, target = untrained_case()
     once = sanity_maps.whole_network_check(model, images, target, ["gradient", "edges"],
                                            n_boot=50)
     full = sanity_maps.final_similarity(
