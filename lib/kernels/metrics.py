@@ -189,6 +189,8 @@ def curves_of_maps(model, images, maps: dict, *, modes=MODES, target=None, basel
 
     intact, filled = _score_in_chunks(model, ends, 2 * count, output, preprocess, chunk_size,
                                       False, desc="ends", device=images.device).view(2, count)
+    fractions = fractions.to(intact.dtype)
+    inner = steps - 1  # the steps between the two ends
     result = {}
     for name, values in maps.items():
         ranks = pixel_ranks(values, ties=ties, seed=seed)
@@ -196,7 +198,6 @@ def curves_of_maps(model, images, maps: dict, *, modes=MODES, target=None, basel
         for mode in modes:
             source, replacement = (images, fill) if mode == "deletion" else (fill, images)
             first, last = (intact, filled) if mode == "deletion" else (filled, intact)
-            inner = steps - 1
 
             def perturbed(flat, source=source, replacement=replacement, ranks=ranks):
                 image, step = flat // inner, flat % inner + 1
@@ -209,9 +210,8 @@ def curves_of_maps(model, images, maps: dict, *, modes=MODES, target=None, basel
                       if inner else first.new_empty(count, 0))
             scores = torch.cat([first[:, None], middle, last[:, None]], dim=1)
             scores = checks.finite(scores, f"the model's {output} along the {mode} curve")
-            auc = torch.trapezoid(scores, fractions.to(scores.dtype), dim=1)
-            result[name][mode] = Curves(mode, baseline_name, output,
-                                        fractions.to(scores.dtype), scores, auc)
+            auc = torch.trapezoid(scores, fractions, dim=1)
+            result[name][mode] = Curves(mode, baseline_name, output, fractions, scores, auc)
     return result
 
 

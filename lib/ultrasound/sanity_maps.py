@@ -82,8 +82,13 @@ def cascade(model, images, target, methods=METHODS, *, settings=compare.MapSetti
         for method in methods}
 
 
+# Mean Spearman correlation with the intact maps above which a map counts as unchanged.
+UNCHANGED_SPEARMAN = 0.5
+
+
 def whole_network_check(model, images, target, methods, *, settings=compare.MapSettings(),
-                        grid: int = 4, N: int = 8, seed: int = 0, threshold: float = 0.5,
+                        grid: int = 4, N: int = 8, seed: int = 0,
+                        threshold: float = UNCHANGED_SPEARMAN,
                         n_boot: int = 1000):
     """The last step of :func:`cascade` alone: every stage randomised at once, each method's
     maps compared with the intact ones (a :func:`final_similarity` table), for a chapter that
@@ -99,7 +104,8 @@ def whole_network_check(model, images, target, methods, *, settings=compare.MapS
     return final_similarity(results, threshold=threshold, n_boot=n_boot, seed=seed)
 
 
-def final_similarity(results: dict, *, threshold: float = 0.5, n_boot: int = 1000,
+def final_similarity(results: dict, *, threshold: float = UNCHANGED_SPEARMAN,
+                     n_boot: int = 1000,
                      seed: int = 0):
     """Per method: the mean similarity to the intact maps once every layer is randomised,
     with its bootstrap interval, and the verdict: ``"insensitive"`` when the mean Spearman
