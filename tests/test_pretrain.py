@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import psutil
@@ -90,3 +91,31 @@ def test_stopping_the_build_stops_its_trainings(signum):
                 worker.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_a_failing_training_names_its_network():
+    jobs = [("no-such-net", 0, {}, "smoke")]
+    with pytest.raises(RuntimeError, match="training no-such-net seed 0 failed"):
+        list(pretrain._run_in_processes(jobs, 1, 1))
+
+
+def test_a_training_that_dies_is_reported_not_waited_for():
+    jobs = [("resnet18", 96, {"epochs": 10_000, "patience": 10_000}, "smoke")]
+
+    def kill_the_worker():
+        for _ in range(240):
+            workers = [p for p in psutil.Process().children()
+                       if "spawn_main" in " ".join(p.cmdline())]
+            if workers:
+                workers[0].kill()
+                return
+            time.sleep(0.25)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    try:
+        died = r"resnet18 seed 96 \(epochs=10000, patience=10000\) died \(exit code -9\)"
+        with pytest.raises(RuntimeError, match=died):
+            list(pretrain._run_in_processes(jobs, 1, 1))
+    finally:
+        killer.join()

@@ -10,10 +10,12 @@ after the other.
 import contextlib
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
 import time
+import traceback
 
 import torch
 
@@ -23,18 +25,17 @@ from . import checkpoints
 
 
 def _train_one(job, threads: int) -> tuple:
-    """Worker: train (or find) one network with ``threads`` CPU threads; its name and seconds."""
+    """Train (or find) one network with ``threads`` CPU threads; its name and seconds."""
     arch, seed, changes, profile = job
     torch.set_num_threads(threads)
     start = time.perf_counter()
     checkpoints.load_trained(arch, profile, seed=seed, verbose=False, **changes)
-    name = f"{arch} seed {seed}" + (" (shuffled labels)" if changes else "")
-    return name, time.perf_counter() - start
+    return _job_name(job), time.perf_counter() - start
 
 
 def _die_with_parent(parent: int) -> None:
-    """Worker start-up: on Linux, ask the kernel to end this worker when the parent dies, so
-    that a killed build leaves no trainings running; a parent already gone ends it now."""
+    """On Linux, ask the kernel to end this worker when the parent dies, so that a killed
+    build leaves no trainings running; a parent already gone ends it now."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
@@ -42,9 +43,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _worker(parent: int, job, threads: int, reply) -> None:
+    """One training in its own process; sends ``("done", result)`` or ``("failed", trace)``."""
+    _die_with_parent(parent)
+    try:
+        reply.send(("done", _train_one(job, threads)))
+    except Exception:
+        reply.send(("failed", traceback.format_exc()))
+    finally:
+        reply.close()
+
+
 @contextlib.contextmanager
 def _terminate_on_sigterm():
-    """Turn SIGTERM into SystemExit inside the block, so the pool's exit stops its workers."""
+    """Turn SIGTERM into SystemExit inside the block, so that the workers are stopped."""
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
@@ -57,6 +69,56 @@ def _terminate_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _job_name(job) -> str:
+    arch, seed, changes, _ = job
+    changes = dict(changes)
+    shuffled = changes.pop("shuffled_labels_seed", None) is not None
+    notes = ["shuffled labels"] * shuffled + [f"{k}={v}" for k, v in sorted(changes.items())]
+    return f"{arch} seed {seed}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _run_in_processes(todo: list, jobs: int, threads: int):
+    """Yield ``(name, seconds)`` per job, each trained in a fresh process, ``jobs`` at once.
+
+    A fresh process per network returns its memory when it ends. A worker that fails or dies
+    raises ``RuntimeError`` naming the network; leaving early stops the workers still running.
+    """
+    context = multiprocessing.get_context("spawn")
+    pending = list(reversed(todo))
+    running = {}  # reply connection -> (process, job)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                job = pending.pop()
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, daemon=True,
+                                          args=(os.getpid(), job, threads, send))
+                process.start()
+                send.close()
+                running[receive] = (process, job)
+            for receive in multiprocessing.connection.wait(list(running)):
+                process, job = running.pop(receive)
+                try:
+                    status, payload = receive.recv()
+                except EOFError:
+                    status, payload = "died", None
+                receive.close()
+                process.join()
+                if status == "died":
+                    raise RuntimeError(f"training {_job_name(job)} died "
+                                       f"(exit code {process.exitcode})")
+                if status == "failed":
+                    raise RuntimeError(f"training {_job_name(job)} failed:\n{payload}")
+                yield payload
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+        for process, _ in running.values():
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
 
 
 def default_jobs() -> int:
@@ -87,18 +149,11 @@ def train_all(profile: str = "book", jobs: int | None = None, log=print) -> list
     done = []
     if jobs == 1:
         results = (_train_one(job, torch.get_num_threads()) for job in todo)
+    else:
+        results = _run_in_processes(todo, jobs, threads)
+    with _terminate_on_sigterm(), contextlib.closing(results):
         for name, seconds in results:
             log(f"  {name}: {seconds:.0f} s")
             done.append((name, seconds))
-    else:
-        context = multiprocessing.get_context("spawn")
-        with _terminate_on_sigterm(), context.Pool(jobs, initializer=_die_with_parent,
-                                                   initargs=(os.getpid(),),
-                                                   maxtasksperchild=1) as pool:
-            waiting = [pool.apply_async(_train_one, (job, threads)) for job in todo]
-            for result in waiting:
-                name, seconds = result.get()
-                log(f"  {name}: {seconds:.0f} s")
-                done.append((name, seconds))
     log(f"Networks ready in {time.perf_counter() - start:.0f} s")
     return done
