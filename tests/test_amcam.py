@@ -66,16 +66,19 @@ def test_am_change_factors_tell_the_gradient_from_the_sigmoid_slope():
     assert abs(table.loc["follows the slope", "with |gradient|"]) < 0.5
 
 
-def test_pooled_faithfulness_scores_every_method():
+def test_pooled_curves_score_every_method():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1),
                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
     images = torch.rand(2, 1, 12, 12)
     maps = {"a": torch.rand(2, 1, 12, 12), "b": torch.rand(2, 1, 12, 12)}
-    scores = amcam.pooled_faithfulness(model, images, maps, torch.tensor([0, 1]), grid=3,
-                                       steps=3)
+    curves = amcam.pooled_curves(model, images, maps, torch.tensor([0, 1]), grid=3, steps=3)
+    scores = amcam.curve_aucs(curves)
     assert set(scores) == {"a", "b"}
-    assert scores["a"]["deletion_auc"].shape == (2,)
+    for method in scores:
+        assert set(scores[method]) == {"deletion_auc", "insertion_auc"}
+        assert scores[method]["deletion_auc"].shape == (2,)
+        assert torch.equal(scores[method]["deletion_auc"], curves[method]["deletion"].auc)
 
 
 def factors_table(adam_grad, adam_slope, projected_grad, adam_dark, projected_dark):

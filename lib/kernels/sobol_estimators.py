@@ -248,6 +248,20 @@ def _warn_constant(var: torch.Tensor) -> None:
                       stacklevel=3)
 
 
+def _weighted_term_means(flat, weights, chunk_size):
+    """The estimators' term means under each row of ``weights`` (R, N), chunk by chunk, on
+    outputs standardised over all design rows; also the index pairs of the second order."""
+    N, D, K = flat.AB.shape
+    pairs = _pair_index(D, flat.A.device)
+    num_terms = _num_terms(D, flat.BA is not None)
+    chunk_size = chunk_size or max(1, TERMS_BUDGET_BYTES // (8 * num_terms * K))
+    slices = _row_slices(N, int(chunk_size))
+    scale = _output_scales(flat, slices)
+    mean, std = _pooled_moments(flat, slices, scale)
+    std = torch.where(std > 0, std, 1.0)  # a constant output: all its terms and indices are 0
+    return _term_means(flat, scale, mean, std, weights, pairs, slices), pairs
+
+
 def estimate_indices(blocks: SaltelliBlocks, *, num_resamples: int = 100,
                      conf_level: float = 0.95, seed=None,
                      chunk_size: int | None = None) -> dict:
@@ -278,17 +292,10 @@ def estimate_indices(blocks: SaltelliBlocks, *, num_resamples: int = 100,
     terms per output; the host holds 16 N (R + 1) bytes of resample draws and weights.
     """
     flat = _flat_blocks(blocks)
-    N, D, K = flat.AB.shape
+    N, D, _ = flat.AB.shape
     _check_estimator_args(N, num_resamples, conf_level)
-    pairs = _pair_index(D, flat.A.device)
-    num_terms = _num_terms(D, flat.BA is not None)
-    chunk_size = chunk_size or max(1, TERMS_BUDGET_BYTES // (8 * num_terms * K))
-    slices = _row_slices(N, int(chunk_size))
-    scale = _output_scales(flat, slices)
-    mean, std = _pooled_moments(flat, slices, scale)
-    std = torch.where(std > 0, std, 1.0)  # a constant output: all its terms and indices are 0
     weights = bootstrap_weights(N, num_resamples, seed)
-    M = _term_means(flat, scale, mean, std, weights, pairs, slices)
+    M, pairs = _weighted_term_means(flat, weights, chunk_size)
     _warn_constant(_pooled_variance(M[:1])[0])
     z = float(stats.norm.ppf(0.5 + conf_level / 2))
     result = {}
@@ -310,18 +317,10 @@ def point_indices(blocks: SaltelliBlocks, chunk_size: int | None = None) -> dict
     For many independent designs at once (one per output column), as randomised QMC needs.
     """
     flat = _flat_blocks(blocks)
-    N, D, K = flat.AB.shape
+    N, D, _ = flat.AB.shape
     if N < 2:
         raise ValueError(f"need at least 2 base samples (N >= 2), got N={N}")
-    pairs = _pair_index(D, flat.A.device)
-    num_terms = _num_terms(D, flat.BA is not None)
-    chunk_size = chunk_size or max(1, TERMS_BUDGET_BYTES // (8 * num_terms * K))
-    slices = _row_slices(N, int(chunk_size))
-    scale = _output_scales(flat, slices)
-    mean, std = _pooled_moments(flat, slices, scale)
-    std = torch.where(std > 0, std, 1.0)
-    ones = torch.ones(1, N, dtype=torch.float64)
-    M = _term_means(flat, scale, mean, std, ones, pairs, slices)
+    M, pairs = _weighted_term_means(flat, torch.ones(1, N, dtype=torch.float64), chunk_size)
     result = {}
     for key, values in _indices_from_means(M, D, pairs, flat.BA is not None).items():
         result[key] = _full_pairs(values[0], D, pairs) if key == "S2" else values[0]

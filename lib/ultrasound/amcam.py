@@ -55,16 +55,6 @@ def localisation(maps: dict, masks: torch.Tensor, groups: dict, *, seed: int = 0
             for group, member in groups.items()}
 
 
-def pooled_faithfulness(model, images, maps: dict, target, *, grid: int, steps: int,
-                        baseline="blur", blur_sigma: float = 5.0, seed: int = 0,
-                        chunk_size: int = 64) -> dict:
-    """``{method: {"deletion_auc", "insertion_auc": (N,)}}`` with every map pooled to one
-    ``grid`` x ``grid`` grid (``lib.kernels.references.pool_to_grid``)."""
-    return curve_aucs(pooled_curves(model, images, maps, target, grid=grid, steps=steps,
-                                    baseline=baseline, blur_sigma=blur_sigma, seed=seed,
-                                    chunk_size=chunk_size))
-
-
 def curve_aucs(curves: dict) -> dict:
     """``{method: {"deletion_auc", "insertion_auc": (N,)}}`` of :func:`pooled_curves`."""
     return {method: {f"{mode}_auc": by_mode[mode].auc for mode in by_mode}
