@@ -119,3 +119,11 @@ def test_a_training_that_dies_is_reported_not_waited_for():
             list(pretrain._run_in_processes(jobs, 1, 1))
     finally:
         killer.join()
+
+
+def test_the_log_names_the_shuffled_network_and_any_changed_setting():
+    arch, seed, changes = checkpoints.planned("book")[-1]
+    assert pretrain._job_name((arch, seed, changes, "book")) == "resnet18 seed 0 (shuffled labels)"
+    named = pretrain._job_name(("vgg16", 2, {"epochs": 3, "lr": 0.1}, "book"))
+    assert named == "vgg16 seed 2 (epochs=3, lr=0.1)"
+    assert pretrain._job_name(("vgg16", 2, {}, "book")) == "vgg16 seed 2"

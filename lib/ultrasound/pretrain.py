@@ -73,10 +73,10 @@ def _terminate_on_sigterm():
 
 def _job_name(job) -> str:
     arch, seed, changes, _ = job
-    changes = dict(changes)
-    shuffled = changes.pop("shuffled_labels_seed", None) is not None
-    notes = ["shuffled labels"] * shuffled + [f"{k}={v}" for k, v in sorted(changes.items())]
-    return f"{arch} seed {seed}" + (f" ({', '.join(notes)})" if notes else "")
+    if changes.get("shuffled_labels_seed") is not None:  # its other changes follow from it
+        return f"{arch} seed {seed} (shuffled labels)"
+    notes = ", ".join(f"{key}={value}" for key, value in sorted(changes.items()))
+    return f"{arch} seed {seed}" + (f" ({notes})" if notes else "")
 
 
 def _run_in_processes(todo: list, jobs: int, threads: int):
@@ -132,7 +132,8 @@ def train_all(profile: str = "book", jobs: int | None = None, log=print) -> list
     """Train the networks of ``profile`` that are not cached, ``jobs`` at a time.
 
     Returns ``[(name, seconds)]`` for the networks trained. Each worker gets an equal share of
-    the CPU threads.
+    the CPU threads. A training that fails, or whose worker dies, raises ``RuntimeError``
+    naming the network, and the other trainings are stopped.
     """
     jobs = default_jobs() if jobs is None else jobs
     jobs = checks.integer("jobs", jobs)
