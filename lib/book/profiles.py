@@ -75,7 +75,7 @@ OVERRIDES = {
 # retrains. Both networks see the same image size (later chapters feed them the same images).
 # The ``book`` recipes are the candidates of scripts/select_cnn.py with the best validation
 # balanced accuracy (book/cnn-selection.csv; ties within 0.01 go to the lower validation loss):
-# "fast-long" for VGG-16, "fast-strongaug-sqrtweights-long" for ResNet-18. Patience covers the
+# "fast-long" for VGG-16, "fast-batch16" for ResNet-18. Patience covers the
 # whole one-cycle schedule, whose low-learning-rate end gives the best weights.
 CNN_TRAINING = {
     "smoke": {"image_size": 32, "epochs": 1, "batch_size": 16, "lr": 1e-3,
@@ -84,9 +84,7 @@ CNN_TRAINING = {
     "book": {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
              "ema_decay": 0.99, "precision": "bfloat16", "channels_last": True,
              "vgg16": {"epochs": 50, "patience": 50},
-             "resnet18": {"epochs": 80, "patience": 80, "class_weighting": "sqrt",
-                          "augment": {"rotate": 15.0, "scale": 0.2, "shift": 0.1,
-                                      "gain": 0.15, "contrast": 0.3, "speckle": 0.1}}},
+             "resnet18": {"epochs": 50, "patience": 50, "batch_size": 16}},
     "full": {"image_size": 224, "epochs": 60, "batch_size": 32, "lr": 2e-3,
               "weight_decay": 5e-4, "patience": 20, "ema_decay": 0.99},
 }
