@@ -75,8 +75,8 @@ OVERRIDES = {
 # retrains. Both networks see the same image size (later chapters feed them the same images).
 # The ``book`` recipes are the candidates of scripts/select_cnn.py with the best validation
 # balanced accuracy (book/cnn-selection.csv; ties within 0.01 go to the lower validation loss):
-# "fast-long" for VGG-16, "fast-batch16" for ResNet-18. Patience covers the
-# whole one-cycle schedule, whose low-learning-rate end gives the best weights.
+# "fast-long" for VGG-16, "fast-batch16" for ResNet-18. Patience covers the whole one-cycle
+# schedule, so the kept weights are the best validation epoch of the whole run.
 CNN_TRAINING = {
     "smoke": {"image_size": 32, "epochs": 1, "batch_size": 16, "lr": 1e-3,
               "weight_decay": 5e-4, "patience": 1, "ema_decay": 0.9,

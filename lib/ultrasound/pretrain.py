@@ -7,6 +7,7 @@ The networks land in the checkpoint cache (``lib.ultrasound.checkpoints``), wher
 chapters find them; a network already cached is skipped. On a GPU the trainings run one
 after the other.
 """
+import collections
 import contextlib
 import ctypes
 import multiprocessing
@@ -86,12 +87,12 @@ def _run_in_processes(todo: list, jobs: int, threads: int):
     raises ``RuntimeError`` naming the network; leaving early stops the workers still running.
     """
     context = multiprocessing.get_context("spawn")
-    pending = list(reversed(todo))
+    pending = collections.deque(todo)
     running = {}  # reply connection -> (process, job)
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                job = pending.pop()
+                job = pending.popleft()
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(target=_worker, daemon=True,
                                           args=(os.getpid(), job, threads, send))
