@@ -53,6 +53,41 @@ def test_bad_build_arguments_are_rejected(kwargs, message):
         models.build(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"arch": "resnet18", "width": 0.5}, "needs arch 'vgg16'"),
+    ({"arch": "vgg16", "width": 0.0}, r"width must be a number in \(0, 4\]"),
+    ({"arch": "vgg16", "width": True}, "width must be a number"),
+    ({"arch": "vgg16", "width": 0.01}, "without channels"),
+])
+def test_bad_widths_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        models.build(**kwargs)
+
+
+def test_half_width_vgg_halves_every_convolution_and_keeps_the_layout():
+    full, half = models.build("vgg16"), models.build("vgg16", width=0.5)
+    convs = [[m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
+             for net in (full, half)]
+    assert convs[1] == [c // 2 for c in convs[0]]
+    assert convs[1][0] == 32 and convs[1][-1] == 256
+    assert [type(m) for m in full.net.features] == [type(m) for m in half.net.features]
+    assert half.net.classifier[0].in_features == 256
+    assert isinstance(models.target_layer(half), nn.ReLU)
+    ratio = models.count_parameters(half) / models.count_parameters(full)
+    assert 0.2 < ratio < 0.3
+    with torch.no_grad():
+        assert half.eval()(torch.rand(2, 1, 32, 32)).shape == (2, 3)
+
+
+def test_width_is_a_training_setting_that_reaches_the_network():
+    config = checkpoints.config_for("vgg16", "smoke", width=0.5)
+    assert config.width == 0.5
+    with pytest.raises(ValueError, match="needs arch 'vgg16'"):
+        checkpoints.config_for("resnet18", "smoke", width=0.5)
+    with pytest.raises(ValueError, match="width must be a number"):
+        checkpoints.config_for("vgg16", "smoke", width=-1)
+
+
 def test_target_layers_are_the_last_convolutional_blocks(networks):
     resnet, vgg = networks["resnet18"], networks["vgg16"]
     assert models.target_layer(resnet) is resnet.net.layer4

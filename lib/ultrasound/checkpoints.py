@@ -41,7 +41,9 @@ def config_for(arch: str, profile: str, **changes) -> TrainConfig:
             raise ValueError(f"unknown augmentation(s) {unknown}; valid augmentations: "
                              f"{', '.join(valid_aug)}")
         augment = Augmentation(**augment)
-    return TrainConfig(**settings, augment=augment)
+    config = TrainConfig(**settings, augment=augment)
+    models.check_width(arch, config.width)
+    return config
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 
             lambda: train.train_checkpoint(arch, config, weights=weights, seed=seed,
                                            device=dev, verbose=verbose),
             verbose=verbose)
-        model = models.build(arch, num_classes=len(entry["classes"]))
+        model = models.build(arch, num_classes=len(entry["classes"]), width=config.width)
     model.load_state_dict(entry["state_dict"])
     run = TrainedRun(arch=arch, profile=profile, weights=weights, seed=seed, config=config,
                      history=entry["history"], best_epoch=entry["best_epoch"],

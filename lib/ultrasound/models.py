@@ -8,6 +8,8 @@ and every explanation method of the later chapters works on the image a clinicia
 - ``vgg16`` is torchvision's ``vgg16_bn`` convolutional stack (batch normalisation makes the
   13-layer stack trainable from scratch on a few hundred images) with a compact head: global
   average pooling, then 512 -> 256 -> classes, instead of the 25088 x 4096 x 4096 layers.
+  ``width`` scales its channel counts (0.5: the same layout with 32 to 256 channels, about a
+  quarter of the parameters and of the arithmetic).
 - ``resnet18`` is torchvision's ``resnet18`` with a new final layer, 512 -> classes.
 """
 from pathlib import Path
@@ -92,9 +94,24 @@ def check_weights(weights):
     return weights
 
 
-def build(arch: str, num_classes: int = 3, weights=None) -> UltrasoundCNN:
+def check_width(arch: str, width, weights=None) -> float:
+    """``width`` as a float, or a ValueError: a positive channel multiplier, other than 1
+    only for VGG-16 trained from scratch (ImageNet weights fix the channel counts)."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+    if width != 1 and (arch != "vgg16" or weights is not None):
+        raise ValueError(f"width {width} needs arch 'vgg16' and weights=None (ResNet-18 and "
+                         f"ImageNet weights come at width 1 only); got arch {arch!r}, "
+                         f"weights {weights!r}")
+    if width != 1 and int(64 * width) < 1:
+        raise ValueError(f"width {width} leaves VGG-16's first block without channels")
+    return float(width)
+
+
+def build(arch: str, num_classes: int = 3, weights=None, width: float = 1.0) -> UltrasoundCNN:
     """A fresh network: ``weights=None`` trains from scratch, ``"imagenet"`` starts from
     torchvision's ImageNet weights (from the torch cache, downloaded there if missing).
+    ``width`` scales VGG-16's channel counts (see the module docstring).
 
     Raises :class:`WeightsUnavailableError` when ImageNet weights are asked for offline and
     are not cached.
@@ -103,10 +120,24 @@ def build(arch: str, num_classes: int = 3, weights=None) -> UltrasoundCNN:
     check_weights(weights)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    width = check_width(arch, width, weights)
     builder, imagenet = _TORCHVISION[arch]
-    net = imagenet_network(arch) if weights == "imagenet" else builder(weights=None)
+    if weights == "imagenet":
+        net = imagenet_network(arch)
+    elif width != 1:
+        net = _scaled_vgg16(width)
+    else:
+        net = builder(weights=None)
     _replace_head(arch, net, num_classes)
     return UltrasoundCNN(arch, net)
+
+
+def _scaled_vgg16(width: float) -> nn.Module:
+    """torchvision's VGG-16 layout with batch normalisation and ``width`` times its channels
+    (same module names, so the target layer keeps its name)."""
+    from torchvision.models import vgg
+    layout = [step if step == "M" else int(step * width) for step in vgg.cfgs["D"]]
+    return vgg.VGG(vgg.make_layers(layout, batch_norm=True))
 
 
 def _replace_head(arch: str, net: nn.Module, num_classes: int) -> None:
@@ -114,9 +145,10 @@ def _replace_head(arch: str, net: nn.Module, num_classes: int) -> None:
         net.fc = nn.Linear(net.fc.in_features, num_classes)
     else:
         # Global pooling makes the head independent of the input size and ~100x smaller.
+        channels = [m.out_channels for m in net.features if isinstance(m, nn.Conv2d)][-1]
         net.avgpool = nn.AdaptiveAvgPool2d(1)
         net.classifier = nn.Sequential(
-            nn.Linear(512, VGG_HEAD_WIDTH), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(channels, VGG_HEAD_WIDTH), nn.ReLU(inplace=True), nn.Dropout(0.5),
             nn.Linear(VGG_HEAD_WIDTH, num_classes))
 
 

@@ -75,6 +75,7 @@ class TrainConfig:
                                       # validation loss always weighs classes equally
     precision: str = "float32"    # of training forward/backward passes: float32 | bfloat16
     channels_last: bool = False   # train in channels-last memory layout
+    width: float = 1.0        # channel multiplier of VGG-16 (lib.ultrasound.models.build)
     shuffled_labels_seed: int | None = None  # train on labels permuted with this seed
     train_subset: int | None = None  # use only this many training images (smoke runs)
     val_subset: int | None = None
@@ -93,6 +94,9 @@ class TrainConfig:
         if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr!r}, "
                              f"weight_decay={self.weight_decay!r}")
+        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or \
+                not 0 < self.width <= 4:
+            raise ValueError(f"width must be a number in (0, 4], got {self.width!r}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.class_weighting not in CLASS_WEIGHTINGS:
@@ -357,7 +361,8 @@ def train_checkpoint(arch: str, config: TrainConfig, *, weights=None, seed: int 
         print(f"training {arch} from {start}: {len(train_set[1])} images{shuffled} of "
               f"{config.image_size} px, up to {config.epochs} epochs, on "
               f"{hardware.describe(dev)}")
-    model = models.build(arch, num_classes=len(train_split.classes), weights=weights).to(dev)
+    model = models.build(arch, num_classes=len(train_split.classes), weights=weights,
+                         width=config.width).to(dev)
     result = fit(model, train_set, val_set, config, seed=seed, desc=arch)
     model.load_state_dict(result.state_dict)
     train_scores = evaluate.metrics(train_set[1].to(dev),
