@@ -31,6 +31,18 @@ def synchronize(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def has_fast_bfloat16(dev: torch.device) -> bool:
+    """True where bfloat16 arithmetic runs in hardware: a CUDA GPU that supports it, or a CPU
+    with AVX-512 (or Arm bfloat16) instructions. Elsewhere it is emulated, and on an AVX2-only
+    CPU a bfloat16 VGG-16 training step is about 14 times slower than in float32."""
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return False
+
+
 def describe(dev: torch.device) -> str:
     """A short human name for a device, e.g. ``cuda (NVIDIA H200)`` or ``cpu (2 threads)``."""
     if dev.type == "cuda":

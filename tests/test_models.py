@@ -88,6 +88,16 @@ def test_width_is_a_training_setting_that_reaches_the_network():
         checkpoints.config_for("vgg16", "smoke", width=-1)
 
 
+@pytest.mark.parametrize("fast, expected", [(True, "bfloat16"), (False, "float32")])
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch, fast,
+                                                                   expected):
+    monkeypatch.setattr(checkpoints.hardware, "has_fast_bfloat16", lambda dev: fast)
+    config = checkpoints.config_for("resnet18", "smoke", precision="auto")
+    assert config.precision == expected
+    assert checkpoints.config_for("resnet18", "smoke", precision="float32").precision == \
+        "float32"
+
+
 def test_target_layers_are_the_last_convolutional_blocks(networks):
     resnet, vgg = networks["resnet18"], networks["vgg16"]
     assert models.target_layer(resnet) is resnet.net.layer4

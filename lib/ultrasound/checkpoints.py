@@ -18,11 +18,16 @@ from . import models, train
 from .train import Augmentation, TrainConfig
 
 
+AUTO_PRECISION = "auto"
+
+
 def config_for(arch: str, profile: str, **changes) -> TrainConfig:
     """The training settings of ``arch`` at ``profile`` (``lib.book.profiles.CNN_TRAINING``).
 
     A profile's entry holds settings shared by both networks plus optional per-architecture
     entries (``"vgg16": {...}``) that take precedence; ``changes`` override both.
+    ``precision="auto"`` becomes ``"bfloat16"`` where ``lib.device()`` computes it in hardware
+    and ``"float32"`` elsewhere, so the settings (and the cache key) say what ran.
     """
     models.check_arch(arch)
     settings = dict(profiles.CNN_TRAINING[profiles.check_profile(profile)])
@@ -33,6 +38,9 @@ def config_for(arch: str, profile: str, **changes) -> TrainConfig:
     if unknown:
         raise ValueError(f"unknown training setting(s) {', '.join(unknown)}; valid settings: "
                          f"{', '.join(valid)}")
+    if settings.get("precision") == AUTO_PRECISION:
+        fast = hardware.has_fast_bfloat16(hardware.device())
+        settings["precision"] = "bfloat16" if fast else "float32"
     augment = settings.pop("augment", {})
     if not isinstance(augment, Augmentation):
         valid_aug = [f.name for f in fields(Augmentation)]
