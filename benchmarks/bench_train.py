@@ -1,5 +1,6 @@
 """Training throughput (images/s) of the ultrasound CNNs: float32 against channels-last memory
-layout, bfloat16 autocast and both, side by side in one run; inference throughput beside them.
+layout, bfloat16 autocast and both, and VGG-16 at half channel width, side by side in one run;
+inference throughput beside them.
 
 Every variant runs ``lib.ultrasound.train.train_step`` (batched augmentation on the device,
 forward, backward, AdamW step) on the same batch, from the same initial weights; the timed runs
@@ -7,6 +8,8 @@ of the variants are interleaved so that a change of load on shared cores hits al
 ``before`` is float32 in the default layout (the book's setting before these options existed),
 ``book`` marks the variant the ``book`` profile now trains with. ``--reference`` adds the usual
 torchvision recipe (``transforms.v2`` image by image, as a ``DataLoader`` does) at float32.
+Where the CPU has no bfloat16 instructions the bfloat16 variants are emulated and many times
+slower; they are skipped there unless ``--emulated-bfloat16`` asks for them.
 
     .venv/bin/python benchmarks/bench_train.py [--sizes 96 224] [--batches 3] [--archs vgg16]
 
@@ -28,9 +31,19 @@ from lib.book import profiles  # noqa: E402
 from lib.timing import best_times  # noqa: E402
 from lib.ultrasound import checkpoints, models, train  # noqa: E402
 
-# name -> (precision, channels_last); the first is the baseline of every ratio
-VARIANTS = {"float32": ("float32", False), "channels-last": ("float32", True),
-            "bfloat16": ("bfloat16", False), "bfloat16 + channels-last": ("bfloat16", True)}
+# name -> (precision, channels_last, width); the first is the baseline of every ratio
+VARIANTS = {"float32": ("float32", False, 1.0), "channels-last": ("float32", True, 1.0),
+            "bfloat16": ("bfloat16", False, 1.0),
+            "bfloat16 + channels-last": ("bfloat16", True, 1.0),
+            "half width + channels-last": ("float32", True, 0.5),
+            "half width + bf16 + channels-last": ("bfloat16", True, 0.5)}
+
+
+def variants_for(arch, dev, emulated_bfloat16=False) -> dict:
+    """The variants that apply to ``arch`` on ``dev`` (width only for VGG-16)."""
+    fast = hardware.has_fast_bfloat16(dev) or emulated_bfloat16
+    return {name: setting for name, setting in VARIANTS.items()
+            if (setting[2] == 1 or arch == "vgg16") and (setting[0] != "bfloat16" or fast)}
 
 
 def reference_augmentation(aug: train.Augmentation):
@@ -43,17 +56,20 @@ def reference_augmentation(aug: train.Augmentation):
     ])
 
 
-def training_runs(arch, size, batch_size, batches, dev, reference=False):
+def training_runs(arch, size, batch_size, batches, dev, reference=False, variants=VARIANTS):
     """``{variant: callable}``, each running ``batches`` training steps of its own model copy."""
-    torch.manual_seed(0)
-    initial = models.build(arch).to(dev).train()
+    initials = {}
+    for width in sorted({setting[2] for setting in variants.values()}, reverse=True):
+        torch.manual_seed(0)
+        initials[width] = models.build(arch, width=width).to(dev).train()
+    initial = initials[1.0]
     images = torch.rand(batch_size, 1, size, size, device=dev)
     labels = torch.arange(batch_size, device=dev) % 3
     weights = torch.ones(3, device=dev)
     aug = train.Augmentation()
     runs = {}
-    for name, (precision, channels_last) in VARIANTS.items():
-        model = copy.deepcopy(initial)
+    for name, (precision, channels_last, width) in variants.items():
+        model = copy.deepcopy(initials[width])
         if channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -86,8 +102,8 @@ def training_runs(arch, size, batch_size, batches, dev, reference=False):
 
 def book_variant(arch):
     config = checkpoints.config_for(arch, "book")
-    return next(name for name, setting in VARIANTS.items()
-                if setting == (config.precision, config.channels_last))
+    return next((name for name, setting in VARIANTS.items()
+                 if setting == (config.precision, config.channels_last, config.width)), None)
 
 
 def main():
@@ -103,6 +119,8 @@ def main():
                         help="CPU threads (default: torch's)")
     parser.add_argument("--reference", action="store_true",
                         help="also time the per-image torchvision augmentation recipe")
+    parser.add_argument("--emulated-bfloat16", action="store_true",
+                        help="time bfloat16 also where the CPU only emulates it (slow)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -117,8 +135,12 @@ def main():
     for dev in devices:
         for size in args.sizes:
             for arch in args.archs:
+                variants = variants_for(arch, dev, args.emulated_bfloat16)
+                if len(variants) < len(VARIANTS) and not hardware.has_fast_bfloat16(dev):
+                    print(f"{arch}: bfloat16 skipped on {hardware.describe(dev)} (emulated "
+                          f"there; --emulated-bfloat16 times it anyway)")
                 runs = training_runs(arch, size, args.batch_size, args.batches, dev,
-                                     args.reference)
+                                     args.reference, variants)
                 times = best_times(runs, args.repeats, device=dev)
                 images = args.batch_size * args.batches
                 base = times["float32"]

@@ -36,12 +36,19 @@ def test_winners_take_the_best_balanced_accuracy_and_break_ties_by_validation_lo
 def test_the_book_trains_the_recipes_the_selection_rule_picks():
     from dataclasses import asdict
 
+    from lib.book import profiles
     from lib.ultrasound import checkpoints
 
     winners = cnn_report.selection_winners(cnn_report.selection_table())
+    auto = profiles.CNN_TRAINING["book"].get("precision") == checkpoints.AUTO_PRECISION
     for arch, picked in winners.items():
         logged = cnn_report.winner_settings(arch, picked["winner"])
         trained = asdict(checkpoints.config_for(arch, "book"))
+        if auto:  # the hardware decides; the recipe allows either
+            assert logged.pop("precision") in ("bfloat16", "float32")
+            trained.pop("precision")
+        trained.setdefault("width", 1.0)
+        logged.setdefault("width", 1.0)  # rows logged before widths existed
         assert {k: trained[k] for k in logged} == logged, arch
     with pytest.raises(ValueError, match="no candidate"):
         cnn_report.winner_settings("vgg16", "nothing")
