@@ -59,7 +59,8 @@ CANDIDATES = {
     "fast-strongaug": {**FAST, "augment": STRONG_AUGMENT},
     "fast-lr1e-3": {**FAST, "lr": 1e-3},
     "fast-long": {**FAST, **epochs(80, 50)},
-    # precision "auto" (the book's): bfloat16 where the machine has it, else float32.
+    # VGG-16 at half width (a quarter of the arithmetic); precision "auto" (the book's):
+    # bfloat16 where the machine has it, else float32.
     "fast-long-halfwidth": {**FAST, "precision": "auto", "resnet18": {"epochs": 80, "patience": 80},
                             "vgg16": {"epochs": 50, "patience": 50, "width": 0.5}},
     "fast-batch16": {**FAST, "batch_size": 16},

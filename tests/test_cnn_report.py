@@ -27,10 +27,23 @@ def test_winners_take_the_best_balanced_accuracy_and_break_ties_by_validation_lo
                                       names=["arch", "candidate"])
     table = pd.DataFrame({"validation balanced accuracy": [0.80, 0.795, 0.70, 0.6, 0.7],
                           "validation loss": [0.9, 0.5, 0.1, 0.1, 0.9]}, index=index)
-    winners = cnn_report.selection_winners(table)
-    assert winners["vgg16"] == {"winner": "b", "tied": ["a"]}  # within 0.01: loss decides
-    assert winners["resnet18"] == {"winner": "e", "tied": []}
-    assert cnn_report.selection_winners(table, tie=0.0)["vgg16"]["winner"] == "a"
+    winners = cnn_report.selection_winners(table, variants={})
+    assert winners["vgg16"] == {"winner": "b", "tied": ["a"],  # within 0.01: loss decides
+                                "speed_variant": None}
+    assert winners["resnet18"] == {"winner": "e", "tied": [], "speed_variant": None}
+    assert cnn_report.selection_winners(table, tie=0.0, variants={})["vgg16"]["winner"] == "a"
+
+
+@pytest.mark.parametrize("variant_score, expected", [(0.79, "b-cheap"), (0.78, "b")])
+def test_a_cheaper_variant_replaces_the_winner_only_within_the_tie_margin(variant_score,
+                                                                          expected):
+    index = pd.MultiIndex.from_tuples([("vgg16", "a"), ("vgg16", "b"), ("vgg16", "b-cheap")],
+                                      names=["arch", "candidate"])
+    table = pd.DataFrame({"validation balanced accuracy": [0.70, 0.795, variant_score],
+                          "validation loss": [0.5, 0.6, 0.9]}, index=index)
+    picked = cnn_report.selection_winners(table, variants={"b-cheap": "b"})["vgg16"]
+    assert picked["winner"] == expected
+    assert picked["speed_variant"] == (expected if expected != "b" else None)
 
 
 def test_the_book_trains_the_recipes_the_selection_rule_picks():

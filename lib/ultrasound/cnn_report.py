@@ -39,17 +39,34 @@ def selection_table(path=None) -> pd.DataFrame:
 TIE = 0.01
 
 
-def selection_winners(table: pd.DataFrame, tie: float = TIE) -> dict:
+# Cheaper versions of a candidate (same recipe, less arithmetic) -> the candidate they stand in
+# for. A variant replaces the winner it stands in for when its validation balanced accuracy is
+# at most ``TIE`` below the winner's: the time budget counts, a lost image does not.
+SPEED_VARIANTS = {"fast-long-halfwidth": "fast-long"}
+
+
+def selection_winners(table: pd.DataFrame, tie: float = TIE,
+                      variants: dict = SPEED_VARIANTS) -> dict:
     """The rule applied to :func:`selection_table`: per network, ``{"winner", "tied"}`` with the
     winning candidate's name and the names of the others within ``tie`` of the best validation
-    balanced accuracy (the lower validation loss wins among the tied)."""
+    balanced accuracy (the lower validation loss wins among the tied), then ``"speed_variant"``:
+    the cheaper variant (``variants``) that replaced the winner, or None."""
     winners = {}
     for arch, rows in table.groupby(level="arch", sort=False):
         rows = rows.droplevel("arch")
-        best = rows["validation balanced accuracy"].max()
-        tied = rows[rows["validation balanced accuracy"] >= best - tie - 1e-12]
+        score = rows["validation balanced accuracy"]
+        tied = rows[score >= score.max() - tie - 1e-12]
         winner = tied["validation loss"].idxmin()
-        winners[arch] = {"winner": winner, "tied": [c for c in tied.index if c != winner]}
+        stand_ins = [name for name, base in variants.items()
+                     if base == winner and name in rows.index
+                     and score[name] >= score[winner] - tie - 1e-12]
+        picked = {"winner": winner, "tied": [c for c in tied.index if c != winner],
+                  "speed_variant": None}
+        if stand_ins:
+            picked["speed_variant"] = stand_ins[0]
+            picked["replaces"] = winner
+            picked["winner"] = stand_ins[0]
+        winners[arch] = picked
     return winners
 
 
