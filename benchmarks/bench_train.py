@@ -136,7 +136,7 @@ def main():
         for size in args.sizes:
             for arch in args.archs:
                 variants = variants_for(arch, dev, args.emulated_bfloat16)
-                if len(variants) < len(VARIANTS) and not hardware.has_fast_bfloat16(dev):
+                if not (hardware.has_fast_bfloat16(dev) or args.emulated_bfloat16):
                     print(f"{arch}: bfloat16 skipped on {hardware.describe(dev)} (emulated "
                           f"there; --emulated-bfloat16 times it anyway)")
                 runs = training_runs(arch, size, args.batch_size, args.batches, dev,
