@@ -127,3 +127,13 @@ def test_the_log_names_the_shuffled_network_and_any_changed_setting():
     named = pretrain._job_name(("vgg16", 2, {"epochs": 3, "lr": 0.1}, "book"))
     assert named == "vgg16 seed 2 (epochs=3, lr=0.1)"
     assert pretrain._job_name(("vgg16", 2, {}, "book")) == "vgg16 seed 2"
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_log_says_when_bfloat16_would_be_emulated(monkeypatch, fast):
+    monkeypatch.setattr(pretrain.hardware, "has_fast_bfloat16", lambda dev: fast)
+    note = pretrain.precision_note("book")  # the book asks for precision "auto"
+    assert (note is None) == fast
+    if not fast:
+        assert "no bfloat16 instructions" in note and "float32" in note
+    assert pretrain.precision_note("smoke") is None  # float32 asked for: nothing to say

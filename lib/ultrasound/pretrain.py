@@ -21,6 +21,7 @@ import traceback
 import torch
 
 from .. import hardware
+from ..book import profiles
 from ..kernels import checks
 from . import checkpoints
 
@@ -129,6 +130,17 @@ def default_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def precision_note(profile: str) -> str | None:
+    """A line for the log when ``profile`` asks for bfloat16 where the device only emulates it,
+    so training runs in float32 (slower than on a machine with bfloat16 instructions)."""
+    asked = profiles.CNN_TRAINING[profile].get("precision")
+    dev = hardware.device()
+    if asked != checkpoints.AUTO_PRECISION or hardware.has_fast_bfloat16(dev):
+        return None
+    return (f"  {hardware.describe(dev)} has no bfloat16 instructions: training runs in "
+            f"float32, several times slower than with them (see the README's profile table)")
+
+
 def train_all(profile: str = "book", jobs: int | None = None, log=print) -> list:
     """Train the networks of ``profile`` that are not cached, ``jobs`` at a time.
 
@@ -147,6 +159,9 @@ def train_all(profile: str = "book", jobs: int | None = None, log=print) -> list
     threads = max(1, (os.cpu_count() or 1) // jobs)
     log(f"Training {len(todo)} network(s) of profile {profile}, {jobs} at a time, "
         f"{threads} thread(s) each ...")
+    note = precision_note(profile)
+    if note:
+        log(note)
     start = time.perf_counter()
     done = []
     if jobs == 1:
