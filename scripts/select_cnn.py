@@ -63,6 +63,9 @@ CANDIDATES = {
     # bfloat16 where the machine has it, else float32.
     "fast-long-halfwidth": {**FAST, "precision": "auto", "resnet18": {"epochs": 80, "patience": 80},
                             "vgg16": {"epochs": 50, "patience": 50, "width": 0.5}},
+    "xlong-halfwidth": {**FAST, "precision": "auto",
+                        "resnet18": {"epochs": 80, "patience": 80},
+                        "vgg16": {"epochs": 80, "patience": 80, "width": 0.5}},
     "fast-batch16": {**FAST, "batch_size": 16},
     "fast-mixup": {**FAST, "mixup": True},
     "fast-strongaug-mixup": {**FAST, "augment": STRONG_AUGMENT, "mixup": True},

@@ -42,7 +42,7 @@ TIE = 0.01
 # Cheaper versions of a candidate (same recipe, less arithmetic) -> the candidate they stand in
 # for. A variant replaces the winner it stands in for when its validation balanced accuracy is
 # at most ``TIE`` below the winner's: the time budget counts, a lost image does not.
-SPEED_VARIANTS = {"fast-long-halfwidth": "fast-long"}
+SPEED_VARIANTS = {"fast-long-halfwidth": "fast-long", "xlong-halfwidth": "fast-long"}
 
 
 def selection_winners(table: pd.DataFrame, tie: float = TIE,
