@@ -50,7 +50,8 @@ def selection_winners(table: pd.DataFrame, tie: float = TIE,
     """The rule applied to :func:`selection_table`: per network, ``{"winner", "tied"}`` with the
     winning candidate's name and the names of the others within ``tie`` of the best validation
     balanced accuracy (the lower validation loss wins among the tied), then ``"speed_variant"``:
-    the cheaper variant (``variants``) that replaced the winner, or None."""
+    the cheaper variant (``variants``) that replaced the winner, or None; ``"replaces"`` then
+    names the winner it replaced."""
     winners = {}
     for arch, rows in table.groupby(level="arch", sort=False):
         rows = rows.droplevel("arch")
@@ -62,10 +63,9 @@ def selection_winners(table: pd.DataFrame, tie: float = TIE,
                      and score[name] >= score[winner] - tie - 1e-12]
         picked = {"winner": winner, "tied": [c for c in tied.index if c != winner],
                   "speed_variant": None}
-        if stand_ins:
-            picked["speed_variant"] = stand_ins[0]
-            picked["replaces"] = winner
-            picked["winner"] = stand_ins[0]
+        if stand_ins:  # the best-scoring of them
+            best_variant = max(stand_ins, key=lambda name: score[name])
+            picked.update(speed_variant=best_variant, replaces=winner, winner=best_variant)
         winners[arch] = picked
     return winners
 
