@@ -75,9 +75,8 @@ OVERRIDES = {
 # retrains. Both networks see the same image size (later chapters feed them the same images).
 # The ``book`` recipes are the candidates of scripts/select_cnn.py with the best validation
 # balanced accuracy (book/cnn-selection.csv; ties within 0.01 go to the lower validation loss):
-# "fast-long" for VGG-16, "fast-batch16" for ResNet-18. VGG-16 at half width
-# ("fast-long-halfwidth", a quarter of the arithmetic) trailed "fast-long" on validation by more
-# than the tie margin, so VGG-16 keeps its full width. Patience covers the whole one-cycle
+# "xlong-halfwidth" for VGG-16 (its layout at half the channel width, a quarter of the
+# arithmetic, for 80 epochs), "fast-batch16" for ResNet-18. Patience covers the whole one-cycle
 # schedule, so the kept weights are the best validation epoch of the whole run.
 # ``precision="auto"``: bfloat16 autocast where the hardware has it (the selection's "fast"
 # candidates), float32 where bfloat16 would be emulated and many times slower.
@@ -87,7 +86,7 @@ CNN_TRAINING = {
               "train_subset": 64, "val_subset": 32},
     "book": {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
              "ema_decay": 0.99, "precision": "auto", "channels_last": True,
-             "vgg16": {"epochs": 50, "patience": 50},
+             "vgg16": {"epochs": 80, "patience": 80, "width": 0.5},
              "resnet18": {"epochs": 50, "patience": 50, "batch_size": 16}},
     "full": {"image_size": 224, "epochs": 60, "batch_size": 32, "lr": 2e-3,
               "weight_decay": 5e-4, "patience": 20, "ema_decay": 0.99},
