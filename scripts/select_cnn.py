@@ -52,6 +52,14 @@ def epochs(resnet18, vgg16):
             "vgg16": {"epochs": vgg16, "patience": vgg16}}
 
 
+def half_width(resnet18, vgg16):
+    """VGG-16 at half width (a quarter of the arithmetic), precision "auto" (the book's:
+    bfloat16 where the machine has it, else float32)."""
+    changes = {**FAST, "precision": "auto", **epochs(resnet18, vgg16)}
+    changes["vgg16"]["width"] = 0.5
+    return changes
+
+
 CANDIDATES = {
     "base": {},
     "base-fast": FAST,
@@ -59,13 +67,8 @@ CANDIDATES = {
     "fast-strongaug": {**FAST, "augment": STRONG_AUGMENT},
     "fast-lr1e-3": {**FAST, "lr": 1e-3},
     "fast-long": {**FAST, **epochs(80, 50)},
-    # VGG-16 at half width (a quarter of the arithmetic); precision "auto" (the book's):
-    # bfloat16 where the machine has it, else float32.
-    "fast-long-halfwidth": {**FAST, "precision": "auto", "resnet18": {"epochs": 80, "patience": 80},
-                            "vgg16": {"epochs": 50, "patience": 50, "width": 0.5}},
-    "xlong-halfwidth": {**FAST, "precision": "auto",
-                        "resnet18": {"epochs": 80, "patience": 80},
-                        "vgg16": {"epochs": 80, "patience": 80, "width": 0.5}},
+    "fast-long-halfwidth": half_width(80, 50),
+    "xlong-halfwidth": half_width(80, 80),
     "fast-batch16": {**FAST, "batch_size": 16},
     "fast-mixup": {**FAST, "mixup": True},
     "fast-strongaug-mixup": {**FAST, "augment": STRONG_AUGMENT, "mixup": True},

@@ -60,7 +60,6 @@ def test_the_book_trains_the_recipes_the_selection_rule_picks():
         if auto:  # the hardware decides; the recipe allows either
             assert logged.pop("precision") in ("bfloat16", "float32")
             trained.pop("precision")
-        trained.setdefault("width", 1.0)
         logged.setdefault("width", 1.0)  # rows logged before widths existed
         assert {k: trained[k] for k in logged} == logged, arch
     with pytest.raises(ValueError, match="no candidate"):

@@ -94,18 +94,24 @@ def check_weights(weights):
     return weights
 
 
+def check_width_value(width) -> float:
+    """``width`` as a float, or a ValueError: a channel multiplier in (0, 4]."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
+        raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+    return float(width)
+
+
 def check_width(arch: str, width, weights=None) -> float:
     """``width`` as a float, or a ValueError: a positive channel multiplier, other than 1
     only for VGG-16 trained from scratch (ImageNet weights fix the channel counts)."""
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 4:
-        raise ValueError(f"width must be a number in (0, 4], got {width!r}")
+    width = check_width_value(width)
     if width != 1 and (arch != "vgg16" or weights is not None):
         raise ValueError(f"width {width} needs arch 'vgg16' and weights=None (ResNet-18 and "
                          f"ImageNet weights come at width 1 only); got arch {arch!r}, "
                          f"weights {weights!r}")
     if width != 1 and int(64 * width) < 1:
         raise ValueError(f"width {width} leaves VGG-16's first block without channels")
-    return float(width)
+    return width
 
 
 def build(arch: str, num_classes: int = 3, weights=None, width: float = 1.0) -> UltrasoundCNN:
@@ -135,7 +141,7 @@ def build(arch: str, num_classes: int = 3, weights=None, width: float = 1.0) -> 
 def _scaled_vgg16(width: float) -> nn.Module:
     """torchvision's VGG-16 layout with batch normalisation and ``width`` times its channels
     (same module names, so the target layer keeps its name)."""
-    from torchvision.models import vgg
+    vgg = torchvision.models.vgg
     layout = [step if step == "M" else int(step * width) for step in vgg.cfgs["D"]]
     return vgg.VGG(vgg.make_layers(layout, batch_norm=True))
 

@@ -94,9 +94,7 @@ class TrainConfig:
         if not 0 < self.lr < math.inf or not 0 <= self.weight_decay < math.inf:
             raise ValueError(f"lr must be > 0 and weight_decay >= 0, got lr={self.lr!r}, "
                              f"weight_decay={self.weight_decay!r}")
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)) or \
-                not 0 < self.width <= 4:
-            raise ValueError(f"width must be a number in (0, 4], got {self.width!r}")
+        models.check_width_value(self.width)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.class_weighting not in CLASS_WEIGHTINGS:
