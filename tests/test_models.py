@@ -230,6 +230,20 @@ def test_load_trained_trains_once_then_reuses_the_checkpoint(trained_setup, monk
     assert run_again.history == run.history
 
 
+def test_loaded_network_is_channels_last_with_the_logits_of_the_plain_layout(trained_setup):
+    model, run = checkpoints.load_trained("resnet18", "smoke", verbose=False)
+    conv_weights = [m.weight for m in model.modules()  # a 1 x 1 kernel is both layouts
+                    if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert conv_weights and all(
+        w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        for w in conv_weights)
+    plain = models.build("resnet18", num_classes=3).eval()
+    plain.load_state_dict(model.state_dict())
+    images = fake_busi("test", run.config.image_size).images
+    assert torch.allclose(models.predict_logits(model, images),
+                          models.predict_logits(plain, images), atol=1e-4)
+
+
 def test_a_corrupt_checkpoint_is_retrained_not_loaded(trained_setup, capsys):
     checkpoints.load_trained("resnet18", "smoke")
     (entry,) = (trained_setup / "models").glob("resnet18-smoke-*.pt")
