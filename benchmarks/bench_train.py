@@ -1,6 +1,8 @@
 """Training throughput (images/s) of the ultrasound CNNs: float32 against channels-last memory
 layout, bfloat16 autocast and both, and VGG-16 at half channel width, side by side in one run;
-inference throughput beside them.
+inference throughput beside them, at the ``book`` profile's width, in the default layout (as
+the chapters ran before) and in channels-last (as ``lib.ultrasound.checkpoints`` loads the
+networks for the chapters now).
 
 Every variant runs ``lib.ultrasound.train.train_step`` (batched augmentation on the device,
 forward, backward, AdamW step) on the same batch, from the same initial weights; the timed runs
@@ -37,6 +39,9 @@ VARIANTS = {"float32": ("float32", False, 1.0), "channels-last": ("float32", Tru
             "bfloat16 + channels-last": ("bfloat16", True, 1.0),
             "half width + channels-last": ("float32", True, 0.5),
             "half width + bf16 + channels-last": ("bfloat16", True, 0.5)}
+
+
+INFERENCE_BEFORE, INFERENCE_NOW = "inference, float32", "inference, channels-last"
 
 
 def variants_for(arch, dev, emulated_bfloat16=False) -> dict:
@@ -94,8 +99,11 @@ def training_runs(arch, size, batch_size, batches, dev, reference=False, variant
                 loss.backward()
                 optimizer.step()
         runs["float32, per-image torchvision"] = torchvision_recipe
-    model = copy.deepcopy(initial).eval()
-    runs["inference, float32"] = lambda: [models.predict_logits(model, images, batch_size)
+    torch.manual_seed(0)
+    plain = models.build(arch, width=checkpoints.config_for(arch, "book").width).to(dev).eval()
+    laid_out = copy.deepcopy(plain).to(memory_format=torch.channels_last)
+    for name, model in ((INFERENCE_BEFORE, plain), (INFERENCE_NOW, laid_out)):
+        runs[name] = lambda model=model: [models.predict_logits(model, images, batch_size)
                                           for _ in range(batches)]
     return runs
 
@@ -129,7 +137,8 @@ def main():
     print(f"torch {torch.__version__}, {args.threads} threads, batch size {args.batch_size}, "
           f"{args.batches} steps per run, best of {args.repeats} interleaved runs; images per "
           f"second of wall time (per second of process CPU time); ratio = CPU-time rate / "
-          f"float32's (wall-time ratio in brackets); higher is better")
+          f"float32's, inference rows / default-layout inference's (wall-time ratio in "
+          f"brackets); higher is better")
     print(f"{'model':9} {'px':>4} {'device':12} {'variant':31} {'images/s':>17} "
           f"{'ratio':>13}")
     for dev in devices:
@@ -143,14 +152,16 @@ def main():
                                      args.reference, variants)
                 times = best_times(runs, args.repeats, device=dev)
                 images = args.batch_size * args.batches
-                base = times["float32"]
                 book_name = book_variant(arch)
                 for name, timed in times.items():
-                    mark = {"float32": "  before", book_name: "  book"}.get(name, "")
+                    mark = {"float32": "  before", book_name: "  book",
+                            INFERENCE_BEFORE: "  before", INFERENCE_NOW: "  chapters"}.get(
+                        name, "")
                     if name == "float32" == book_name:
                         mark = "  before = book"
-                    ratio = ("" if name.startswith("inference") else
-                             f"{base.cpu / timed.cpu:5.2f} ({base.wall / timed.wall:4.2f})")
+                    base = times[INFERENCE_BEFORE if name.startswith("inference")
+                                 else "float32"]
+                    ratio = f"{base.cpu / timed.cpu:5.2f} ({base.wall / timed.wall:4.2f})"
                     print(f"{arch:9} {size:4d} {hardware.describe(dev)[:12]:12} {name:31} "
                           f"{images / timed.wall:7.1f} ({images / timed.cpu:6.1f}) "
                           f"{ratio:>13}{mark}", flush=True)
