@@ -19,6 +19,19 @@ def test_selection_table_averages_seeds_and_ranks_by_validation(tmp_path):
     assert table.loc[("resnet18", "a"), "seeds"] == 2
     assert table.loc[("resnet18", "a"), "validation balanced accuracy"] == 0.65
     assert table.loc[("resnet18", "a"), "training minutes"] == 1.5
+    assert "precision" not in table
+
+
+def test_selection_table_gives_the_precision_each_candidate_trained_in(tmp_path):
+    log = tmp_path / "log.csv"
+    pd.DataFrame({"candidate": ["a", "b"], "arch": ["vgg16"] * 2, "seed": [0, 0],
+                  "val_balanced_accuracy": [0.6, 0.7], "val_loss": [1.0, 0.8],
+                  "val_auc": [0.7, 0.8], "best_epoch": [10, 20], "seconds": [60, 120],
+                  "settings": ['{"precision": "bfloat16"}', '{"epochs": 5}']}
+                 ).to_csv(log, index=False)
+    table = cnn_report.selection_table(log)
+    assert table.loc[("vgg16", "a"), "precision"] == "bfloat16"
+    assert table.loc[("vgg16", "b"), "precision"] == "float32"  # the default
 
 
 def test_winners_take_the_best_balanced_accuracy_and_break_ties_by_validation_loss():
@@ -90,15 +103,16 @@ def test_over_seeds_and_the_model_card_read_the_seed_summaries():
     recall = evaluate.class_recall(labels, scores[0], classes=("n", "b", "m"), n_boot=50)
     recall.loc["m", "estimate"] = 0.4
     config = SimpleNamespace(image_size=96, epochs=50, lr=2e-3, weight_decay=5e-4,
-                             batch_size=32)
+                             batch_size=32, width=0.5)
     runs = [SimpleNamespace(seconds=120, seed=0), SimpleNamespace(seconds=60, seed=1)]
     card = cnn_report.model_card("ResNet-18", config, runs,
                                  split_sizes={"train": 10, "val": 2, "test": 3},
                                  validation=summary, test=summary, recall=recall,
-                                 baseline={"accuracy": 0.5})
+                                 baseline={"accuracy": 0.5}, recall_seed=1)
     assert card["split (train / val / test)"] == "10 / 2 / 3"
     assert card["minutes per training"] == "1.5"
-    assert card["weakest class (test recall, seed 0)"] == "m (0.40)"
+    assert card["recipe"].endswith("batch 32, 0.5 x channel width")
+    assert card["weakest class (test recall, seed 1)"] == "m (0.40)"
     assert card.name == "ResNet-18"
     with pytest.raises(KeyError):
         card["nonexistent"]

@@ -244,6 +244,14 @@ def test_loaded_network_is_channels_last_with_the_logits_of_the_plain_layout(tra
                           models.predict_logits(plain, images), atol=1e-4)
 
 
+def test_of_seed_picks_one_seed_and_names_the_seeds_it_holds():
+    every = {("vgg16", 0): "v0", ("resnet18", 0): "r0", ("vgg16", 1): "v1",
+             ("resnet18", 1): "r1"}
+    assert checkpoints.of_seed(every, 1) == {"vgg16": "v1", "resnet18": "r1"}
+    with pytest.raises(ValueError, match="seeds are 0, 1"):
+        checkpoints.of_seed(every, 2)
+
+
 def test_a_corrupt_checkpoint_is_retrained_not_loaded(trained_setup, capsys):
     checkpoints.load_trained("resnet18", "smoke")
     (entry,) = (trained_setup / "models").glob("resnet18-smoke-*.pt")

@@ -153,6 +153,16 @@ def load_all(profile: str = "book", *, archs=models.ARCHS, weights=None,
             for arch in archs for seed in seeds(profile)}
 
 
+def of_seed(every: dict, seed: int) -> dict:
+    """``{arch: (model, run)}`` of training seed ``seed`` from a :func:`load_all` result, or a
+    ValueError naming the seeds it holds."""
+    held = sorted({s for _, s in every})
+    if seed not in held:
+        raise ValueError(f"seed {seed} is not a training seed of these networks; the seeds "
+                         f"are {', '.join(map(str, held))}")
+    return {arch: loaded for (arch, s), loaded in every.items() if s == seed}
+
+
 def load_shuffled_labels(profile: str = "book", *, seed: int = 0, verbose: bool = True):
     """The ResNet-18 trained on randomly permuted training labels, ``(model, run)``.
 

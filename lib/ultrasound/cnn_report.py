@@ -4,6 +4,8 @@ validation and test, the networks compared on the same resamples, and a model ca
 Kept apart from ``lib.ultrasound.evaluate`` (which training imports), so that editing a table
 does not retrain the networks.
 """
+import json
+
 import pandas as pd
 import torch
 
@@ -19,9 +21,13 @@ LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
 def selection_table(path=None) -> pd.DataFrame:
     """Every recipe tried while choosing the training, with its validation scores averaged
     over the seeds it was trained with (``book/cnn-selection.csv``; the test split was never
-    used to choose). One row per (candidate, network), best validation balanced accuracy
-    first within each network."""
+    used to choose), and the precision each trained in where the log records the settings.
+    One row per (candidate, network), best validation balanced accuracy first within each
+    network."""
     log = pd.read_csv(path or paths.BOOK_DIR / SELECTION_LOG)
+    if "settings" in log:  # the precision each candidate trained in (minutes depend on it)
+        log["precision"] = log["settings"].map(
+            lambda text: json.loads(text).get("precision", "float32"))
     grouped = log.groupby(["arch", "candidate"], sort=False)
     table = pd.DataFrame({
         "seeds": grouped["seed"].nunique(),
@@ -30,6 +36,8 @@ def selection_table(path=None) -> pd.DataFrame:
         "validation AUC": grouped["val_auc"].mean(),
         "best epoch": grouped["best_epoch"].mean(),
         "training minutes": grouped["seconds"].mean() / 60})
+    if "precision" in log:
+        table["precision"] = grouped["precision"].first()
     return table.sort_values(["arch", "validation balanced accuracy"],
                              ascending=[True, False]).round(3)
 
@@ -132,10 +140,11 @@ def weakest_class(recall: pd.DataFrame) -> tuple:
 
 def model_card(arch_title: str, config, runs: list, *, split_sizes: dict,
                validation: pd.DataFrame, test: pd.DataFrame, recall: pd.DataFrame,
-               baseline: dict) -> pd.Series:
+               baseline: dict, recall_seed: int = 0) -> pd.Series:
     """A network's model card as a column of short entries: the data and split, the recipe,
     validation and test balanced accuracy over seeds (mean [95 % CI], range), the
-    majority-class baseline and the weakest class's recall."""
+    majority-class baseline and the weakest class's recall (``recall``, of seed
+    ``recall_seed``)."""
     def entry(table, name="balanced_accuracy"):
         row = table.loc[name]
         return (f"{row['mean']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}], seeds "
@@ -147,12 +156,13 @@ def model_card(arch_title: str, config, runs: list, *, split_sizes: dict,
         "split (train / val / test)": " / ".join(str(split_sizes[s])
                                                  for s in ("train", "val", "test")),
         "recipe": (f"{config.epochs} epochs, AdamW one-cycle, peak lr {config.lr:g}, "
-                   f"weight decay {config.weight_decay:g}, batch {config.batch_size}"),
+                   f"weight decay {config.weight_decay:g}, batch {config.batch_size}"
+                   + (f", {config.width:g} x channel width" if config.width != 1 else "")),
         "training seeds": ", ".join(str(run.seed) for run in runs),
         "minutes per training": f"{minutes:.1f}",
         "validation balanced accuracy": entry(validation),
         "test balanced accuracy": entry(test),
         "test accuracy": entry(test, "accuracy"),
         "majority-class accuracy (test)": f"{baseline['accuracy']:.2f}",
-        "weakest class (test recall, seed 0)": f"{weak} ({weak_recall:.2f})",
+        f"weakest class (test recall, seed {recall_seed})": f"{weak} ({weak_recall:.2f})",
     }, name=arch_title)
