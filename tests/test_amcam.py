@@ -50,8 +50,14 @@ def test_verdicts_over_seeds_count_the_agreeing_seeds():
     row = table.iloc[0]
     assert row["verdict"] == "higher" and row["seeds agreeing"] == 2
     assert row["verdicts"] == "higher, higher, indistinguishable"
+    # every image differs by the same amount per seed: the interval is that one mean
+    assert row["CI low"] == pytest.approx(1 / 3) and row["CI high"] == pytest.approx(1 / 3)
+    assert row["mean difference"] == pytest.approx(1 / 3)
+    assert amcam.verdict_text(row, 3) == "higher than (2 of 3 seeds)"
     split = amcam.verdicts_over_seeds(seeds[1:], [("a", "b")], "s", n_boot=100).iloc[0]
-    assert split["verdict"] == "indistinguishable" and split["seeds agreeing"] == 1
+    assert split["verdict"] == amcam.MIXED and split["seeds agreeing"] == 0
+    assert amcam.verdict_text(split, 2) == ("seed by seed higher than / not distinguishable "
+                                            "from")
 
 
 def test_am_change_factors_tell_the_gradient_from_the_sigmoid_slope():

@@ -109,3 +109,17 @@ def test_the_precision_sentence_follows_the_half_widths():
     assert "for B only" in sobol_summary.precision_sentence({"A": 0.1, "B": 0.02},
                                                             {"A": 0.05, "B": 0.06})
     assert "at least as precisely" in sobol_summary.precision_sentence({"A": 0.1}, {"A": 0.05})
+
+
+def test_localisation_is_split_by_outcome_and_faithfulness_kept_on_every_image():
+    scores = {("vgg16", "Sobol ST"): {"top_k_iou": torch.tensor([0.1, 0.2, 0.3]),
+                                      "deletion_auc": torch.tensor([1.0, 2.0, 3.0])}}
+    correct = {"vgg16": torch.tensor([True, False, True])}
+    primary, misclassified = sobol_summary.split_localisation(scores, correct)
+    iou = primary["vgg16", "Sobol ST"]["top_k_iou"]
+    assert torch.isnan(iou[1]) and iou[[0, 2]].tolist() == pytest.approx([0.1, 0.3])
+    assert primary["vgg16", "Sobol ST"]["deletion_auc"].tolist() == [1.0, 2.0, 3.0]
+    wrong = misclassified["vgg16", "Sobol ST"]
+    assert list(wrong) == ["top_k_iou"]
+    assert torch.isnan(wrong["top_k_iou"][[0, 2]]).all()
+    assert wrong["top_k_iou"][1].item() == pytest.approx(0.2)

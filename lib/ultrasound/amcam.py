@@ -116,13 +116,21 @@ def seed_table(summary: pd.DataFrame, part: str = "interval", digits: int = 2,
         columns=None)
 
 
+MIXED = "mixed"  # no verdict shared by a strict majority of the seeds
+
+
 def verdicts_over_seeds(per_seed: list, pairs, metric: str, *, n_boot: int = 1000,
                         seed: int = 0, correction_count: int = 1) -> pd.DataFrame:
-    """For each ``(a, b)`` of ``pairs``: the paired bootstrap verdict of ``a - b`` in
-    ``metric`` for every seed (same images within a seed), at a Bonferroni-adjusted level
-    ``0.95`` over ``correction_count`` comparisons; the verdict a strict majority of the seeds
-    share (``"indistinguishable"`` when none), and how many seeds give it."""
+    """For each ``(a, b)`` of ``pairs``, at a Bonferroni-adjusted level ``0.95`` over
+    ``correction_count`` comparisons: the mean over the seeds of the paired difference
+    ``a - b`` in ``metric`` with its percentile bootstrap interval (the images resampled, every
+    seed on the same resamples: ``CI low``, ``CI high``); the paired bootstrap verdict of every
+    seed; the verdict a strict majority of the seeds share (:data:`MIXED` when none does), and
+    how many seeds give it."""
     level = 1 - 0.05 / correction_count
+    count = per_seed[0][pairs[0][0]][metric].shape[0]
+    counts = bootstrap.bootstrap_counts(count, n_boot, seed)
+    tails = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
     rows = []
     for a, b in pairs:
         results = [paired.paired_difference(s[a][metric], s[b][metric], n_boot=n_boot,
@@ -130,12 +138,28 @@ def verdicts_over_seeds(per_seed: list, pairs, metric: str, *, n_boot: int = 100
         words = [r.verdict for r in results]
         common = max(sorted(set(words)), key=words.count)
         if 2 * words.count(common) <= len(words) and len(words) > 1:
-            common = "indistinguishable"
+            common = MIXED
+        differences = torch.stack([(s[a][metric].double() - s[b][metric].double()).cpu()
+                                   for s in per_seed])
+        defined = ~differences.isnan()
+        filled = torch.where(defined, differences, 0.0)
+        replicates = (counts @ filled.T) / (counts @ defined.double().T)  # R x seeds
+        low, high = torch.nanquantile(replicates.nanmean(1), tails).tolist()
         rows.append({"method": a, "versus": b, "metric": metric,
                      "mean difference": sum(r.difference for r in results) / len(results),
+                     "CI low": low, "CI high": high,
                      "verdicts": ", ".join(words), "verdict": common,
-                     "seeds agreeing": words.count(common)})
+                     "seeds agreeing": words.count(common) if common != MIXED else 0})
     return pd.DataFrame(rows)
+
+
+def verdict_text(row, n_seeds: int) -> str:
+    """A :func:`verdicts_over_seeds` row as it reads in ``"A is {text} B"``: the majority
+    verdict and how many seeds give it, or, with no majority, every seed's verdict."""
+    if row["verdict"] == MIXED:  # "A is, seed by seed, higher than / lower than B"
+        words = row["verdicts"].split(", ")
+        return "seed by seed " + " / ".join(paired.phrase(word) for word in words)
+    return f"{paired.phrase(row['verdict'])} ({row['seeds agreeing']} of {n_seeds} seeds)"
 
 
 def am_change_factors(am_maps: dict, gradient: torch.Tensor, images: torch.Tensor):
@@ -188,13 +212,13 @@ def am_variant_story(factors: pd.DataFrame) -> dict:
                f"gradient more closely than the Adam variant for {which(closer)}.")
     if len(lifted) == len(nets):
         dark_text = ("Without Adam and the sigmoid the change reaches near-black pixels more "
-                     "(a higher near-black level for " + which(lifted) + "): the blind spot "
-                     "comes from the optimiser and the parameterisation, not from activation "
-                     "maximisation.")
+                     "(a higher near-black level for " + which(lifted) + ", point estimates "
+                     "on the same images): the low level there goes with the optimiser and "
+                     "the parameterisation rather than with activation maximisation as such.")
     else:
         dark_text = ("The near-black level is higher without Adam and the sigmoid for "
-                     + which(lifted) + " only, so this run does not show that the optimiser "
-                     "and the parameterisation alone make the blind spot.")
+                     + which(lifted) + " only, so this run does not tie the low level on "
+                     "near-black pixels to the optimiser and the parameterisation.")
     return {"follows": follows, "dark": dark_text}
 
 

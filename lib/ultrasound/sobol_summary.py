@@ -98,6 +98,31 @@ def scores_for_both_outputs(model, images, maps, masks, target, *, steps: int,
     return scores
 
 
+LOCALISATION = ("pointing_game", "top_k_iou", "energy_in_mask")
+
+
+def split_localisation(scores: dict, correct: dict) -> tuple:
+    """``(primary, misclassified)`` from ``scores`` (``{(arch, method): {metric: (N,)
+    tensor}}``) and ``correct`` (``{arch: (N,) bool}``, the images the network classifies
+    correctly): ``primary`` keeps every metric, its localisation NaN on the misclassified
+    images; ``misclassified`` holds the localisation alone, NaN on the correct ones."""
+    import torch
+
+    def where(values, member):
+        return torch.where(member.to(values.device), values.double(), torch.nan)
+
+    primary, misclassified = {}, {}
+    for (arch, method), per_metric in scores.items():
+        right = correct[arch]
+        primary[arch, method] = {
+            metric: where(values, right) if metric in LOCALISATION else values
+            for metric, values in per_metric.items()}
+        misclassified[arch, method] = {metric: where(values, ~right)
+                                       for metric, values in per_metric.items()
+                                       if metric in LOCALISATION}
+    return primary, misclassified
+
+
 def paired_against(scores: dict, first: str, second: str, contrasts, *, archs,
                    n_boot: int = 10000, seed: int = 0):
     """``first`` minus ``second`` per network and metric of ``contrasts`` (``(metric,
