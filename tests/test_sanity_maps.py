@@ -127,3 +127,7 @@ def test_correct_lesion_images_are_those_every_network_gets_right():
     chosen = sanity_maps.correct_lesion_images([first, second], test, 5)
     assert chosen.tolist() == [1, 4]  # 0 is normal, 2 and 3 are missed by one network
     assert sanity_maps.correct_lesion_images([first], test, 1).tolist() == [1]
+    run = SimpleNamespace(train_scores={"accuracy": 0.9})
+    scores = sanity_maps.shuffled_network_scores(first, run, test)
+    assert scores == {"shuffled_train_accuracy": 0.9, "shuffled_test_accuracy": 0.8,
+                      "majority_test_accuracy": 0.4}  # two of five are class 1 (or 2)

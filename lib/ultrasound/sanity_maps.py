@@ -218,7 +218,10 @@ def data_verdicts(table, threshold: float) -> dict:
 
 
 def shuffled_network_scores(network, run, test) -> dict:
-    """The shuffled-label network's accuracy on the labels it memorised and on ``test``."""
+    """The shuffled-label network's accuracy on the labels it memorised and on ``test``,
+    and the test accuracy of always answering the test split's most frequent class."""
     predicted = models.predict_logits(network, test.images).argmax(dim=1)
+    majority = torch.bincount(test.labels).max().item() / len(test.labels)
     return {"shuffled_train_accuracy": run.train_scores["accuracy"],
-            "shuffled_test_accuracy": (predicted == test.labels).double().mean().item()}
+            "shuffled_test_accuracy": (predicted == test.labels).double().mean().item(),
+            "majority_test_accuracy": majority}
