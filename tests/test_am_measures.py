@@ -2,6 +2,7 @@
 from collections import OrderedDict
 
 import pytest
+import pandas as pd
 import torch
 from torch import nn
 
@@ -49,3 +50,27 @@ def test_mean_scores_average_over_the_targets(result):
     assert row["logit, transformed"] == pytest.approx(row["logit"])
     assert row["total variation"] == am.total_variation(result.images).mean().item()
 
+
+
+def grid_table(**changes):
+    rows = {"pixels": (2.0, 1.0, 0.30), "pixels + L2": (1.5, 0.9, 0.20),
+            "pixels + TV": (1.8, 1.0, 0.10), "pixels + blur": (2.5, 1.2, 0.40),
+            "pixels + transforms": (1.6, 1.5, 0.25), "Fourier": (3.0, 1.0, 0.30),
+            "Fourier + transforms": (2.0, 1.9, 0.15),
+            "Fourier + transforms + TV": (1.9, 1.8, 0.05)} | changes
+    return pd.DataFrame(rows, index=["logit", "logit, transformed", "total variation"]).T
+
+
+def test_grid_story_reads_its_comparisons_off_the_table():
+    story = am_measures.grid_story(grid_table())
+    assert "its logit is 1.00 (50 % of its logit)" in story
+    assert "lower than plain pixels' for L2 and TV, at a lower logit for L2 and TV." in story
+    assert "(the highest of the grid) with a total variation equal to plain" in story
+    assert "copies is 1.90 (95 % of its logit) for Fourier" in story
+    assert "with the smoothest image of the 8 settings" in story
+    changed = am_measures.grid_story(grid_table(**{
+        "pixels": (-1.0, -2.0, 0.30), "Fourier": (0.5, 0.4, 0.50),
+        "Fourier + transforms + TV": (1.9, 1.8, 0.12)}))
+    assert "is -2.00 (no share: the logit is not positive)" in changed
+    assert "(not the highest) with a total variation higher than plain" in changed
+    assert "with the second smoothest image" in changed
