@@ -123,10 +123,10 @@ def verdicts_over_seeds(per_seed: list, pairs, metric: str, *, n_boot: int = 100
                         seed: int = 0, correction_count: int = 1) -> pd.DataFrame:
     """For each ``(a, b)`` of ``pairs``, at a Bonferroni-adjusted level ``0.95`` over
     ``correction_count`` comparisons: the mean over the seeds of the paired difference
-    ``a - b`` in ``metric`` with its percentile bootstrap interval (the images resampled, every
-    seed on the same resamples: ``CI low``, ``CI high``); the paired bootstrap verdict of every
-    seed; the verdict a strict majority of the seeds share (:data:`MIXED` when none does), and
-    how many seeds give it."""
+    ``a - b`` in ``metric`` (over the seeds where it is defined) with its percentile bootstrap
+    interval (the images resampled, every seed on the same resamples: ``CI low``,
+    ``CI high``); the paired bootstrap verdict of every seed; the verdict a strict majority of
+    the seeds share (:data:`MIXED` when none does), and how many seeds give it."""
     level = 1 - 0.05 / correction_count
     count = per_seed[0][pairs[0][0]][metric].shape[0]
     counts = bootstrap.bootstrap_counts(count, n_boot, seed)
@@ -146,7 +146,8 @@ def verdicts_over_seeds(per_seed: list, pairs, metric: str, *, n_boot: int = 100
         replicates = (counts @ filled.T) / (counts @ defined.double().T)  # R x seeds
         low, high = torch.nanquantile(replicates.nanmean(1), tails).tolist()
         rows.append({"method": a, "versus": b, "metric": metric,
-                     "mean difference": sum(r.difference for r in results) / len(results),
+                     "mean difference": torch.tensor([r.difference for r in results],
+                                                     dtype=torch.float64).nanmean().item(),
                      "CI low": low, "CI high": high,
                      "verdicts": ", ".join(words), "verdict": common,
                      "seeds agreeing": words.count(common) if common != MIXED else 0})
