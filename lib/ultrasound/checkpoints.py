@@ -140,7 +140,7 @@ def load_trained(arch: str, profile: str = "book", *, weights=None, seed: int = 
                      history=entry["history"], best_epoch=entry["best_epoch"],
                      epochs_run=entry["epochs_run"], seconds=entry["seconds"],
                      trained_on=entry["trained_on"], train_scores=entry.get("train_scores"))
-    # Channels-last: about 1.4 times faster convolutions on a CPU, the same logits to rounding.
+    # Channels-last: faster convolutions on a CPU (1.1-1.5x, bench_train), the same logits.
     return model.to(dev, memory_format=torch.channels_last).eval(), run
 
 
