@@ -80,10 +80,8 @@ def seed_means(per_seed: list, *, n_boot: int = 1000, level: float = 0.95,
         for metric in first[method]:
             values = torch.stack([s[method][metric].double().cpu() for s in per_seed])
             defined = ~values.isnan()
-            filled = torch.where(defined, values, 0.0)
-            means = filled.sum(1) / defined.sum(1)  # NaN for a seed with no scored image
-            replicates = (counts @ filled.T) / (counts @ defined.double().T)  # R x seeds
-            low, high = torch.nanquantile(replicates.nanmean(1), tails).tolist()
+            means = torch.where(defined, values, 0.0).sum(1) / defined.sum(1)  # NaN: none
+            low, high = _seed_mean_interval(values, counts, tails)
             scored = means[~means.isnan()]
             rows.append({"method": method, "metric": metric, "mean": means.nanmean().item(),
                          "seed min": scored.min().item() if len(scored) else float("nan"),
@@ -91,6 +89,15 @@ def seed_means(per_seed: list, *, n_boot: int = 1000, level: float = 0.95,
                          "ci_low": low, "ci_high": high,
                          "n": defined.sum(1).double().mean().item()})
     return pd.DataFrame(rows)
+
+
+def _seed_mean_interval(values, counts, tails) -> list:
+    """Percentile interval of the mean over seeds of per-seed image means (``values``: seeds x
+    N, NaN where not scored), every seed on the same resamples ``counts`` (R x N)."""
+    defined = ~values.isnan()
+    filled = torch.where(defined, values, 0.0)
+    replicates = (counts @ filled.T) / (counts @ defined.double().T)  # R x seeds
+    return torch.nanquantile(replicates.nanmean(1), tails).tolist()
 
 
 def seed_table(summary: pd.DataFrame, part: str = "interval", digits: int = 2,
@@ -141,10 +148,7 @@ def verdicts_over_seeds(per_seed: list, pairs, metric: str, *, n_boot: int = 100
             common = MIXED
         differences = torch.stack([(s[a][metric].double() - s[b][metric].double()).cpu()
                                    for s in per_seed])
-        defined = ~differences.isnan()
-        filled = torch.where(defined, differences, 0.0)
-        replicates = (counts @ filled.T) / (counts @ defined.double().T)  # R x seeds
-        low, high = torch.nanquantile(replicates.nanmean(1), tails).tolist()
+        low, high = _seed_mean_interval(differences, counts, tails)
         rows.append({"method": a, "versus": b, "metric": metric,
                      "mean difference": torch.tensor([r.difference for r in results],
                                                      dtype=torch.float64).nanmean().item(),

@@ -98,15 +98,14 @@ def scores_for_both_outputs(model, images, maps, masks, target, *, steps: int,
     return scores
 
 
-LOCALISATION = ("pointing_game", "top_k_iou", "energy_in_mask")
-
-
 def split_localisation(scores: dict, correct: dict) -> tuple:
     """``(primary, misclassified)`` from ``scores`` (``{(arch, method): {metric: (N,)
     tensor}}``) and ``correct`` (``{arch: (N,) bool}``, the images the network classifies
     correctly): ``primary`` keeps every metric, its localisation NaN on the misclassified
     images; ``misclassified`` holds the localisation alone, NaN on the correct ones."""
     import torch
+
+    from .amcam import LOCALISATION
 
     def where(values, member):
         return torch.where(member.to(values.device), values.double(), torch.nan)
