@@ -73,11 +73,13 @@ OVERRIDES = {
 # Training of the ultrasound CNNs (lib.ultrasound.train.TrainConfig) per profile: settings shared
 # by both networks, then per-architecture entries that take precedence. Changing any value
 # retrains. Both networks see the same image size (later chapters feed them the same images).
-# The ``book`` recipes are the candidates of scripts/select_cnn.py with the best validation
-# balanced accuracy (book/cnn-selection.csv; ties within 0.01 go to the lower validation loss):
-# "xlong-halfwidth" for VGG-16 (its layout at half the channel width, a quarter of the
-# arithmetic, for 80 epochs), "fast-batch16" for ResNet-18. Patience covers the whole one-cycle
-# schedule, so the kept weights are the best validation epoch of the whole run.
+# The ``book`` recipes follow the rule of scripts/select_cnn.py (book/cnn-selection.csv): the
+# best validation balanced accuracy among the candidates whose training fits the cold-build
+# budget on a 2-core CPU without bfloat16 (ties within 0.01 go to the lower validation loss):
+# "xlong-quarterwidth" for VGG-16 (its layout at a quarter of the channel width, a sixteenth of
+# the arithmetic, for 80 epochs), "fast-batch16-short" for ResNet-18 (batch 16, 30 epochs).
+# Patience covers the whole one-cycle schedule, so the kept weights are the best validation
+# epoch of the whole run.
 # ``precision="auto"``: bfloat16 autocast where the hardware has it (the selection's "fast"
 # candidates), float32 where bfloat16 would be emulated and many times slower.
 CNN_TRAINING = {
@@ -86,8 +88,8 @@ CNN_TRAINING = {
               "train_subset": 64, "val_subset": 32},
     "book": {"image_size": 96, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
              "ema_decay": 0.99, "precision": "auto", "channels_last": True,
-             "vgg16": {"epochs": 80, "patience": 80, "width": 0.5},
-             "resnet18": {"epochs": 50, "patience": 50, "batch_size": 16}},
+             "vgg16": {"epochs": 80, "patience": 80, "width": 0.25},
+             "resnet18": {"epochs": 30, "patience": 30, "batch_size": 16}},
     "full": {"image_size": 224, "epochs": 60, "batch_size": 32, "lr": 2e-3,
               "weight_decay": 5e-4, "patience": 20, "ema_decay": 0.99},
 }
