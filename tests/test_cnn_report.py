@@ -1,4 +1,5 @@
 """lib.ultrasound.cnn_report: the CNN chapter's tables."""
+import math
 from types import SimpleNamespace
 
 import pandas as pd
@@ -34,29 +35,49 @@ def test_selection_table_gives_the_precision_each_candidate_trained_in(tmp_path)
     assert table.loc[("vgg16", "b"), "precision"] == "float32"  # the default
 
 
-def test_winners_take_the_best_balanced_accuracy_and_break_ties_by_validation_loss():
-    index = pd.MultiIndex.from_tuples([("vgg16", "a"), ("vgg16", "b"), ("vgg16", "c"),
-                                       ("resnet18", "d"), ("resnet18", "e")],
-                                      names=["arch", "candidate"])
-    table = pd.DataFrame({"validation balanced accuracy": [0.80, 0.795, 0.70, 0.6, 0.7],
-                          "validation loss": [0.9, 0.5, 0.1, 0.1, 0.9]}, index=index)
-    winners = cnn_report.selection_winners(table, variants={})
-    assert winners["vgg16"] == {"winner": "b", "tied": ["a"],  # within 0.01: loss decides
-                                "speed_variant": None}
-    assert winners["resnet18"] == {"winner": "e", "tied": [], "speed_variant": None}
-    assert cnn_report.selection_winners(table, tie=0.0, variants={})["vgg16"]["winner"] == "a"
+def _candidates(rows):
+    index = pd.MultiIndex.from_tuples([row[:2] for row in rows], names=["arch", "candidate"])
+    columns = ["validation balanced accuracy", "validation loss", "budget minutes"]
+    return pd.DataFrame([row[2:] for row in rows], index=index, columns=columns)
 
 
-@pytest.mark.parametrize("variant_score, expected", [(0.79, "b-cheap"), (0.78, "b")])
-def test_a_cheaper_variant_replaces_the_winner_only_within_the_tie_margin(variant_score,
-                                                                          expected):
-    index = pd.MultiIndex.from_tuples([("vgg16", "a"), ("vgg16", "b"), ("vgg16", "b-cheap")],
-                                      names=["arch", "candidate"])
-    table = pd.DataFrame({"validation balanced accuracy": [0.70, 0.795, variant_score],
-                          "validation loss": [0.5, 0.6, 0.9]}, index=index)
-    picked = cnn_report.selection_winners(table, variants={"b-cheap": "b"})["vgg16"]
-    assert picked["winner"] == expected
-    assert picked["speed_variant"] == (expected if expected != "b" else None)
+def test_without_budget_minutes_each_network_takes_its_best_by_accuracy_then_loss():
+    table = _candidates([("vgg16", "a", 0.80, 0.9, None), ("vgg16", "b", 0.795, 0.5, None),
+                         ("vgg16", "c", 0.70, 0.1, None), ("resnet18", "d", 0.6, 0.1, None),
+                         ("resnet18", "e", 0.7, 0.9, None)]).drop(columns="budget minutes")
+    winners = cnn_report.selection_winners(table)
+    assert winners["vgg16"]["winner"] == "b"  # within 0.01 of a: the lower loss decides
+    assert winners["vgg16"]["tied"] == ["a"]
+    assert winners["resnet18"]["winner"] == "e"
+    assert cnn_report.selection_winners(table, tie=0.0)["vgg16"]["winner"] == "a"
+
+
+def test_the_winning_pair_is_the_best_one_that_fits_the_budget():
+    # Three VGG-16 seeds and four ResNet-18s, two at a time: (3 v + 4 r) / 2 minutes.
+    table = _candidates([("vgg16", "big", 0.85, 0.5, 60.0), ("vgg16", "small", 0.80, 0.6, 10.0),
+                         ("vgg16", "odd", 0.90, 0.4, float("nan")),
+                         ("resnet18", "long", 0.78, 0.7, 20.0),
+                         ("resnet18", "short", 0.74, 0.7, 10.0)])
+    winners = cnn_report.selection_winners(table, budget=50)
+    # (3*10 + 4*20)/2 = 55 misses; (3*10 + 4*10)/2 = 35 fits; "odd" is never counted.
+    assert {arch: w["winner"] for arch, w in winners.items()} == {"vgg16": "small",
+                                                                  "resnet18": "short"}
+    assert winners["vgg16"]["minutes"] == 35
+    assert winners["vgg16"]["best"] == "odd"
+    assert winners["vgg16"]["gap"] == pytest.approx(0.10)
+    assert winners["vgg16"]["exceeds_margin"] and winners["resnet18"]["exceeds_margin"]
+    roomy = cnn_report.selection_winners(table, budget=55)
+    assert roomy["resnet18"]["winner"] == "long" and not roomy["resnet18"]["exceeds_margin"]
+
+
+def test_budget_minutes_come_from_the_measured_shapes_only():
+    quarter = cnn_report.budget_minutes("vgg16", {"width": 0.25, "image_size": 96,
+                                                  "epochs": 80})
+    assert quarter == pytest.approx(15.1)
+    half = cnn_report.budget_minutes("vgg16", {"width": 0.5, "image_size": 96, "epochs": 40})
+    assert half == pytest.approx(64.4 / 2)
+    assert math.isnan(cnn_report.budget_minutes("resnet18", {"image_size": 128,
+                                                             "epochs": 30}))
 
 
 def test_the_book_trains_the_recipes_the_selection_rule_picks():
@@ -68,6 +89,7 @@ def test_the_book_trains_the_recipes_the_selection_rule_picks():
     winners = cnn_report.selection_winners(cnn_report.selection_table())
     auto = profiles.CNN_TRAINING["book"].get("precision") == checkpoints.AUTO_PRECISION
     for arch, picked in winners.items():
+        assert picked["minutes"] <= cnn_report.BUDGET_MINUTES
         logged = cnn_report.winner_settings(arch, picked["winner"])
         trained = asdict(checkpoints.config_for(arch, "book"))
         if auto:  # the hardware decides; the recipe allows either

@@ -18,16 +18,40 @@ LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
           "macro_f1": "macro-F1", "auc_ovr": "one-vs-rest AUC"}
 
 
+# The cold-build budget for training (of the book's 75 minutes) on the reference machine, a
+# 2-core CPU without bfloat16 (AVX2), where the book trains two networks side by side, one
+# thread each, in float32. The minutes per epoch were measured there, per (network, channel
+# width, image side); a candidate of any other shape is not counted as fitting (each has more
+# arithmetic per epoch than a measured shape that already misses the budget).
+BUDGET_MINUTES = 50
+BUDGET_PARALLEL = 2
+BUDGET_NETWORKS = {"vgg16": 3, "resnet18": 4}  # three seeds; plus the shuffled-label ResNet-18
+BUDGET_EPOCH_MINUTES = {("vgg16", 0.5, 96): 64.4 / 80, ("vgg16", 0.25, 96): 15.1 / 80,
+                        ("resnet18", 1.0, 96): 10.3 / 30}
+# A budget-fitting recipe this far below the best candidate overall is reported as a loss.
+BUDGET_MARGIN = 0.03
+
+
+def budget_minutes(arch: str, settings: dict) -> float:
+    """Estimated minutes to train one network of ``arch`` with ``settings`` on the reference
+    machine (NaN for a shape not measured there)."""
+    key = (arch, float(settings.get("width", 1.0)), int(settings.get("image_size", 0)))
+    per_epoch = BUDGET_EPOCH_MINUTES.get(key)
+    return float("nan") if per_epoch is None else per_epoch * settings.get("epochs", 0)
+
+
 def selection_table(path=None) -> pd.DataFrame:
     """Every recipe tried while choosing the training, with its validation scores averaged
     over the seeds it was trained with (``book/cnn-selection.csv``; the test split was never
-    used to choose), and the precision each trained in where the log records the settings.
-    One row per (candidate, network), best validation balanced accuracy first within each
-    network."""
+    used to choose), the precision each trained in and the estimated minutes per network on
+    the budget's reference machine, where the log records the settings. One row per
+    (candidate, network), best validation balanced accuracy first within each network."""
     log = pd.read_csv(path or paths.BOOK_DIR / SELECTION_LOG)
     if "settings" in log:  # the precision each candidate trained in (minutes depend on it)
-        log["precision"] = log["settings"].map(
-            lambda text: json.loads(text).get("precision", "float32"))
+        settings = log["settings"].map(json.loads)
+        log["precision"] = settings.map(lambda value: value.get("precision", "float32"))
+        log["budget"] = [budget_minutes(arch, value)
+                         for arch, value in zip(log["arch"], settings)]
     grouped = log.groupby(["arch", "candidate"], sort=False)
     table = pd.DataFrame({
         "seeds": grouped["seed"].nunique(),
@@ -38,6 +62,7 @@ def selection_table(path=None) -> pd.DataFrame:
         "training minutes": grouped["seconds"].mean() / 60})
     if "precision" in log:
         table["precision"] = grouped["precision"].first()
+        table["budget minutes"] = grouped["budget"].first()
     return table.sort_values(["arch", "validation balanced accuracy"],
                              ascending=[True, False]).round(3)
 
@@ -47,34 +72,63 @@ def selection_table(path=None) -> pd.DataFrame:
 TIE = 0.01
 
 
-# Cheaper versions of a candidate (same recipe, less arithmetic) -> the candidate they stand in
-# for. A variant replaces the winner it stands in for when its validation balanced accuracy is
-# at most ``TIE`` below the winner's: the time budget counts, a lost image does not.
-SPEED_VARIANTS = {"fast-long-halfwidth": "fast-long", "xlong-halfwidth": "fast-long"}
+def _best(rows: pd.DataFrame, score: pd.Series, loss: pd.Series, tie: float):
+    """The best of ``rows`` by ``score``, ties within ``tie`` broken by the lower ``loss``;
+    and the others tied with it."""
+    tied = rows.index[score >= score.max() - tie - 1e-12]
+    winner = loss[tied].idxmin()
+    return winner, [name for name in tied if name != winner]
+
+
+def cold_training_minutes(choice: dict, table: pd.DataFrame) -> float:
+    """Wall minutes to train every book network with ``choice`` ({arch: candidate}) on the
+    reference machine, ``BUDGET_PARALLEL`` at a time."""
+    total = sum(BUDGET_NETWORKS[arch] * table.loc[(arch, name), "budget minutes"]
+                for arch, name in choice.items())
+    return total / BUDGET_PARALLEL
 
 
 def selection_winners(table: pd.DataFrame, tie: float = TIE,
-                      variants: dict = SPEED_VARIANTS) -> dict:
-    """The rule applied to :func:`selection_table`: per network, ``{"winner", "tied"}`` with the
-    winning candidate's name and the names of the others within ``tie`` of the best validation
-    balanced accuracy (the lower validation loss wins among the tied), then ``"speed_variant"``:
-    the cheaper variant (``variants``) that replaced the winner, or None; ``"replaces"`` then
-    names the winner it replaced."""
+                      budget: float = BUDGET_MINUTES) -> dict:
+    """The rule applied to :func:`selection_table`. Of the pairs of candidates (one per
+    network) whose cold training fits ``budget`` minutes on the reference machine, the pair
+    with the highest mean validation balanced accuracy wins; pairs within ``tie`` of it count
+    as tied and the lower mean validation loss decides. Per network: ``{"winner", "tied"}``
+    (the other candidates of the tied pairs), ``"best"`` (the best candidate regardless of
+    the budget, by the same tie rule), ``"gap"`` (its lead over the winner), ``"exceeds_margin"``
+    (whether the gap exceeds ``BUDGET_MARGIN``); plus ``"minutes"``, the winning pair's
+    cold-training minutes. Without a fitting pair (or without budget minutes in the table)
+    each network takes its best candidate and ``"minutes"`` is NaN."""
+    archs = list(dict.fromkeys(table.index.get_level_values("arch")))
+    score = table["validation balanced accuracy"]
+    loss = table["validation loss"]
+    best = {arch: _best(table.loc[arch], score[arch], loss[arch], tie)[0] for arch in archs}
+    pairs = []
+    if "budget minutes" in table:
+        import itertools
+
+        for names in itertools.product(*(table.loc[arch].index for arch in archs)):
+            choice = dict(zip(archs, names))
+            minutes = cold_training_minutes(choice, table)
+            if minutes <= budget:  # NaN never fits
+                pairs.append((choice, minutes))
+    if pairs:
+        frame = pd.DataFrame({
+            "score": [sum(score[(a, n)] for a, n in c.items()) / len(c) for c, _ in pairs],
+            "loss": [sum(loss[(a, n)] for a, n in c.items()) / len(c) for c, _ in pairs]})
+        chosen, tied = _best(frame, frame["score"], frame["loss"], tie)
+        choice, minutes = pairs[chosen]
+        tied_names = {arch: sorted({pairs[i][0][arch] for i in tied} - {choice[arch]})
+                      for arch in archs}
+    else:
+        choice, minutes = dict(best), float("nan")
+        tied_names = {arch: _best(table.loc[arch], score[arch], loss[arch], tie)[1]
+                      for arch in archs}
     winners = {}
-    for arch, rows in table.groupby(level="arch", sort=False):
-        rows = rows.droplevel("arch")
-        score = rows["validation balanced accuracy"]
-        tied = rows[score >= score.max() - tie - 1e-12]
-        winner = tied["validation loss"].idxmin()
-        stand_ins = [name for name, base in variants.items()
-                     if base == winner and name in rows.index
-                     and score[name] >= score[winner] - tie - 1e-12]
-        picked = {"winner": winner, "tied": [c for c in tied.index if c != winner],
-                  "speed_variant": None}
-        if stand_ins:  # the best-scoring of them
-            best_variant = max(stand_ins, key=lambda name: score[name])
-            picked.update(speed_variant=best_variant, replaces=winner, winner=best_variant)
-        winners[arch] = picked
+    for arch in archs:
+        gap = float(score[(arch, best[arch])] - score[(arch, choice[arch])])
+        winners[arch] = {"winner": choice[arch], "tied": tied_names[arch], "best": best[arch],
+                         "gap": gap, "exceeds_margin": gap > BUDGET_MARGIN, "minutes": minutes}
     return winners
 
 
