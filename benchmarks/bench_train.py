@@ -1,5 +1,5 @@
 """Training throughput (images/s) of the ultrasound CNNs: float32 against channels-last memory
-layout, bfloat16 autocast and both, and VGG-16 at half channel width, side by side in one run;
+layout, bfloat16 autocast and both, and VGG-16 at half and a quarter of its channel width, side by side in one run;
 inference throughput beside them, at the ``book`` profile's width, in the default layout (as
 the chapters ran before) and in channels-last (as ``lib.ultrasound.checkpoints`` loads the
 networks for the chapters now).
@@ -38,7 +38,8 @@ VARIANTS = {"float32": ("float32", False, 1.0), "channels-last": ("float32", Tru
             "bfloat16": ("bfloat16", False, 1.0),
             "bfloat16 + channels-last": ("bfloat16", True, 1.0),
             "half width + channels-last": ("float32", True, 0.5),
-            "half width + bf16 + channels-last": ("bfloat16", True, 0.5)}
+            "half width + bf16 + channels-last": ("bfloat16", True, 0.5),
+            "quarter width + channels-last": ("float32", True, 0.25)}
 
 
 INFERENCE_BEFORE, INFERENCE_NOW = "inference, float32", "inference, channels-last"
