@@ -1,8 +1,8 @@
 """Training throughput (images/s) of the ultrasound CNNs: float32 against channels-last memory
-layout, bfloat16 autocast and both, and VGG-16 at half and a quarter of its channel width, side by side in one run;
-inference throughput beside them, at the ``book`` profile's width, in the default layout (as
-the chapters ran before) and in channels-last (as ``lib.ultrasound.checkpoints`` loads the
-networks for the chapters now).
+layout, bfloat16 autocast and both, and VGG-16 at half and a quarter of its channel width, side
+by side in one run; inference throughput beside them, at the ``book`` profile's width, in the
+default layout (as the chapters ran before) and in channels-last (as
+``lib.ultrasound.checkpoints`` loads the networks for the chapters now).
 
 Every variant runs ``lib.ultrasound.train.train_step`` (batched augmentation on the device,
 forward, backward, AdamW step) on the same batch, from the same initial weights; the timed runs

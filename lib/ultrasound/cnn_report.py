@@ -4,6 +4,7 @@ validation and test, the networks compared on the same resamples, and a model ca
 Kept apart from ``lib.ultrasound.evaluate`` (which training imports), so that editing a table
 does not retrain the networks.
 """
+import itertools
 import json
 
 import pandas as pd
@@ -21,7 +22,8 @@ LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
 # The cold-build budget for training (of the book's 75 minutes) on the reference machine, a
 # 2-core CPU without bfloat16 (AVX2), where the book trains two networks side by side, one
 # thread each, in float32. The minutes per epoch were measured there, per (network, channel
-# width, image side); a candidate of any other shape is not counted as fitting (each has more
+# width, image side), from the selection log's rows "xlong-halfwidth", "xlong-quarterwidth" and
+# "fast-batch16-short"; a candidate of any other shape is not counted as fitting (each has more
 # arithmetic per epoch than a measured shape that already misses the budget).
 BUDGET_MINUTES = 50
 BUDGET_PARALLEL = 2
@@ -102,11 +104,9 @@ def selection_winners(table: pd.DataFrame, tie: float = TIE,
     archs = list(dict.fromkeys(table.index.get_level_values("arch")))
     score = table["validation balanced accuracy"]
     loss = table["validation loss"]
-    best = {arch: _best(table.loc[arch], score[arch], loss[arch], tie)[0] for arch in archs}
+    best = {arch: _best(table.loc[arch], score[arch], loss[arch], tie) for arch in archs}
     pairs = []
     if "budget minutes" in table:
-        import itertools
-
         for names in itertools.product(*(table.loc[arch].index for arch in archs)):
             choice = dict(zip(archs, names))
             minutes = cold_training_minutes(choice, table)
@@ -121,13 +121,14 @@ def selection_winners(table: pd.DataFrame, tie: float = TIE,
         tied_names = {arch: sorted({pairs[i][0][arch] for i in tied} - {choice[arch]})
                       for arch in archs}
     else:
-        choice, minutes = dict(best), float("nan")
-        tied_names = {arch: _best(table.loc[arch], score[arch], loss[arch], tie)[1]
-                      for arch in archs}
+        choice = {arch: winner for arch, (winner, _) in best.items()}
+        tied_names = {arch: tied for arch, (_, tied) in best.items()}
+        minutes = float("nan")
     winners = {}
     for arch in archs:
-        gap = float(score[(arch, best[arch])] - score[(arch, choice[arch])])
-        winners[arch] = {"winner": choice[arch], "tied": tied_names[arch], "best": best[arch],
+        top = best[arch][0]
+        gap = float(score[(arch, top)] - score[(arch, choice[arch])])
+        winners[arch] = {"winner": choice[arch], "tied": tied_names[arch], "best": top,
                          "gap": gap, "exceeds_margin": gap > BUDGET_MARGIN, "minutes": minutes}
     return winners
 
