@@ -27,6 +27,7 @@ bench local 150 benchmarks/bench_local.py --repeats 2          # includes the fu
 bench sobol_images 150 benchmarks/bench_sobol_images.py --arch small resnet18 vgg16 \
     --images 16 --size 96 --N 32 --chunk-size 4096 --repeats 2
 bench cam 60 benchmarks/bench_cam.py --arch resnet18 vgg16
+bench chunks 60 benchmarks/bench_chunks.py --blocks 16 64 128 256 512
 bench train 120 benchmarks/bench_train.py --sizes 96 224
 bench incremental 300 benchmarks/bench_incremental.py --device cuda --repeats 2 --full-map
 exit "$failures"

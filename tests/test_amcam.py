@@ -39,6 +39,11 @@ def test_seed_means_average_the_seeds_on_the_same_resamples():
     assert amcam.seed_table(summary, part="range").loc["m", "score"] == "0.00–1.00"
     empty = amcam.seed_means([{"m": {"score": torch.full((3,), nan)}}], n_boot=20)
     assert amcam.seed_table(empty).loc["m", "score"] == "n/a"
+    partial = amcam.seed_means([{"m": {"score": torch.ones(3)},
+                                 "r": {"other": torch.zeros(3)}}], n_boot=20)
+    table = amcam.seed_table(partial)
+    assert table.loc["r", "score"] == "n/a" and table.loc["m", "other"] == "n/a"
+    assert table.loc["m", "score"] == "1.00 [1.00, 1.00]"
 
 
 def test_verdicts_over_seeds_count_the_agreeing_seeds():

@@ -101,10 +101,11 @@ def test_one_pixel_patches_are_the_finite_difference_map_itself(model, images):
     torch.testing.assert_close(maps, expected)
 
 
-def test_batch_size_does_not_change_the_maps(model, images, map_set):
+def test_batch_and_chunk_sizes_do_not_change_the_maps(model, images, map_set):
     other = compare.explanation_maps(
         model, images, layer="relu2", methods=compare.METHODS,
-        settings=compare.MapSettings(**{**SETTINGS.__dict__, "batch_size": 5}),
+        settings=compare.MapSettings(**{**SETTINGS.__dict__, "batch_size": 5,
+                                        "fd_chunk_size": 3}),
         show_progress=False)
     for method in compare.METHODS:
         torch.testing.assert_close(other.maps[method], map_set.maps[method], atol=1e-5,
@@ -142,7 +143,7 @@ def test_bad_images_are_refused(model, images):
 
 @pytest.mark.parametrize("field, value", [("am_steps", 0), ("fd_patch", 2.0), ("am_lr", 0),
                                           ("am_l2", -1.0), ("fd_delta", float("nan")),
-                                          ("batch_size", True)])
+                                          ("batch_size", True), ("fd_chunk_size", 0)])
 def test_bad_settings_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         compare.MapSettings(**{field: value})

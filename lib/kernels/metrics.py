@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from ..progress import progress
 from . import checks
+from .blocks import forward_block
 from .blur import gaussian_blur
 from .bootstrap import bootstrap_counts
 
@@ -45,7 +46,7 @@ OUTPUTS = ("probability", "logit")
 BASELINES = ("black", "blur")
 TIES = ("random", "row-major")
 METRICS = ("pointing_game", "top_k_iou", "energy_in_mask", "deletion_auc", "insertion_auc")
-# Images per forward for the perturbation curves by default.
+# Images per forward for the perturbation curves on a GPU by default (lib.kernels.blocks).
 DEFAULT_CHUNK_SIZE = 64
 
 
@@ -123,7 +124,7 @@ class Curves:
 
 def perturbation_curves(model, images, maps, *, mode, target=None, baseline="black", steps=20,
                         output="probability", blur_sigma=5.0, ties="random", seed=0,
-                        preprocess=None, chunk_size=DEFAULT_CHUNK_SIZE, show_progress=True):
+                        preprocess=None, chunk_size=None, show_progress=True):
     """Deletion or insertion curves (Petsiuk et al. 2018) for a batch of images and maps.
 
     Args:
@@ -141,7 +142,8 @@ def perturbation_curves(model, images, maps, *, mode, target=None, baseline="bla
         steps: number of equal steps from none to all of the pixels (``steps + 1`` points).
         output: the score followed, ``"probability"`` (softmax) or ``"logit"``.
         chunk_size: perturbed images per forward pass; all steps of all images are evaluated
-            in chunks of this size.
+            in chunks of this size. None: ``lib.kernels.blocks.CPU_BLOCK`` on a CPU,
+            ``DEFAULT_CHUNK_SIZE`` on a GPU.
 
     Returns:
         :class:`Curves`.
@@ -155,7 +157,7 @@ def perturbation_curves(model, images, maps, *, mode, target=None, baseline="bla
 
 def curves_of_maps(model, images, maps: dict, *, modes=MODES, target=None, baseline="black",
                    steps=20, output="probability", blur_sigma=5.0, ties="random", seed=0,
-                   preprocess=None, chunk_size=DEFAULT_CHUNK_SIZE, show_progress=True) -> dict:
+                   preprocess=None, chunk_size=None, show_progress=True) -> dict:
     """Deletion and/or insertion curves of several maps of the same images:
     ``{name: {mode: Curves}}``, as :func:`perturbation_curves` gives them one by one.
 
@@ -171,8 +173,8 @@ def curves_of_maps(model, images, maps: dict, *, modes=MODES, target=None, basel
         raise ValueError("maps must be a non-empty dict {name: N x 1 x H x W maps}")
     checks.choice("output", output, OUTPUTS)
     checks.positive_int("steps", steps)
-    checks.positive_int("chunk_size", chunk_size)
     checks.model_and_images(model, images)
+    chunk_size = forward_block(chunk_size, images.device, DEFAULT_CHUNK_SIZE)
     maps = {name: _check_maps(values, images.shape[-2:], images.shape[0])
             for name, values in maps.items()}
     fill, baseline_name = _baseline(baseline, images, blur_sigma)
@@ -238,7 +240,7 @@ def localisation_scores(maps, masks, *, k="mask", tolerance=0, ties="random", se
 
 def explanation_scores(model, images, maps, masks, target=None, *, k="mask", tolerance=0,
                        baseline="blur", steps=20, output="probability", blur_sigma=5.0,
-                       ties="random", seed=0, preprocess=None, chunk_size=DEFAULT_CHUNK_SIZE,
+                       ties="random", seed=0, preprocess=None, chunk_size=None,
                        show_progress=True):
     """Every metric of this module for one batch of maps: ``{metric: length-N tensor}``.
 

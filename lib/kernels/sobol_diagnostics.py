@@ -14,6 +14,7 @@
 import torch
 
 from . import checks, sobol_images
+from .blocks import forward_block
 
 
 def maps_by_base_samples(outputs: torch.Tensor, grid: int, sizes, *, num_resamples: int = 100,
@@ -65,7 +66,7 @@ def _features(u: torch.Tensor, degree: int) -> torch.Tensor:
 def additive_fit(model, images, target=None, *, grid: int, n_fit: int = 256,
                  n_test: int = 256, degree: int = 3, baseline="blur",
                  blur_sigma: float = sobol_images.DEFAULT_BLUR_SIGMA, output: str = "logit",
-                 seed: int = 0, chunk_size: int = sobol_images.DEFAULT_CHUNK_SIZE,
+                 seed: int = 0, chunk_size: int | None = None,
                  show_progress: bool = True) -> dict:
     """R^2 on fresh region values of the best additive surrogate of each image's score.
 
@@ -84,6 +85,7 @@ def additive_fit(model, images, target=None, *, grid: int, n_fit: int = 256,
     n_fit = checks.integer("n_fit", n_fit, features_per_image + 1)
     n_test = checks.integer("n_test", n_test, 2)
     degree = checks.positive_int("degree", degree)
+    chunk_size = forward_block(chunk_size, images.device, sobol_images.DEFAULT_CHUNK_SIZE)
     fill = sobol_images.baseline_images(images, baseline, blur_sigma)
     classes = sobol_images.classes_to_explain(model, images, target, chunk_size)
     generator = torch.Generator().manual_seed(seed)

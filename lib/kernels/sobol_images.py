@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ..hardware import device as default_device
 from ..progress import progress
 from . import checks, sobol
+from .blocks import forward_block
 from .blur import gaussian_blur
 
 BASELINES = ("blur",)
@@ -48,7 +49,8 @@ UPSAMPLING = ("nearest", "bilinear")
 INDICES = ("S1", "ST", "S1_conf", "ST_conf")
 # Gaussian blur of the "blur" baseline, in pixels (lib.metrics uses the same default).
 DEFAULT_BLUR_SIGMA = 5.0
-# Perturbed images per forward by default; a user's chunk_size overrides it.
+# Perturbed images per forward on a GPU by default (on a CPU, lib.kernels.blocks.CPU_BLOCK);
+# a user's chunk_size overrides it.
 DEFAULT_CHUNK_SIZE = 128
 
 
@@ -193,7 +195,7 @@ def maps_from_outputs(outputs: torch.Tensor, grid: int, *, num_resamples: int = 
 def sobol_maps(model, images, target=None, *, grid: int, N: int, baseline="blur",
                blur_sigma: float = DEFAULT_BLUR_SIGMA, output: str = "logit",
                num_resamples: int = 100, conf_level: float = 0.95, seed=None,
-               chunk_size: int = DEFAULT_CHUNK_SIZE, show_progress: bool = True) -> SobolMaps:
+               chunk_size: int | None = None, show_progress: bool = True) -> SobolMaps:
     """First-order and total Sobol' maps, with bootstrap CIs, of a batch of images.
 
     Args:
@@ -210,8 +212,9 @@ def sobol_maps(model, images, target=None, *, grid: int, N: int, baseline="blur"
         output: the score analysed, ``"logit"`` or ``"probability"`` (softmax).
         num_resamples, conf_level: the bootstrap behind ``S1_conf`` and ``ST_conf``.
         seed: seeds the design's scrambling and the bootstrap.
-        chunk_size: perturbed images per forward pass; on a CUDA out-of-memory error it is
-            halved and evaluation goes on.
+        chunk_size: perturbed images per forward pass (None: 16 on a CPU,
+            ``DEFAULT_CHUNK_SIZE`` on a GPU, see ``lib.kernels.blocks``); on a CUDA
+            out-of-memory error it is halved and evaluation goes on.
         show_progress: a progress bar when the run takes more than one chunk.
 
     Returns:
@@ -228,14 +231,14 @@ def sobol_maps(model, images, target=None, *, grid: int, N: int, baseline="blur"
 
 def design_outputs(model, images, target=None, *, grid: int, N: int, baseline="blur",
                    blur_sigma: float = DEFAULT_BLUR_SIGMA, output: str = "logit", seed=None,
-                   chunk_size: int = DEFAULT_CHUNK_SIZE, show_progress: bool = True):
+                   chunk_size: int | None = None, show_progress: bool = True):
     """The scores ``(N (g^2 + 2), B)`` of every image under every mask of the design of ``N``
     base samples, and the class analysed per image (arguments as :func:`sobol_maps`)."""
     checks.model_and_images(model, images, module_only=False)
     grid = check_grid(grid, *images.shape[-2:])
     N = check_base_samples(N)
     checks.choice("output", output, OUTPUTS)
-    chunk_size = checks.positive_int("chunk_size", chunk_size)
+    chunk_size = forward_block(chunk_size, images.device, DEFAULT_CHUNK_SIZE)
     fill = baseline_images(images, baseline, blur_sigma)
     masks = mask_design(grid, N, seed=seed, device=images.device)
     classes = classes_to_explain(model, images, target, chunk_size)
@@ -246,13 +249,14 @@ def design_outputs(model, images, target=None, *, grid: int, N: int, baseline="b
 
 @torch.no_grad()
 def evaluate_masks(model, images, fill, masks, classes, *, output="logit",
-                   chunk_size=DEFAULT_CHUNK_SIZE, show_progress=True) -> torch.Tensor:
+                   chunk_size=None, show_progress=True) -> torch.Tensor:
     """Scores of class ``classes[b]`` for every mask applied to every image b: (masks, B).
 
     Each forward takes a block of masks times images (at most ``chunk_size`` pairs): the
     block's masks are upsampled once and applied to all its images by broadcasting. Blocks
     span the whole batch unless it holds more than ``chunk_size`` images.
     """
+    chunk_size = forward_block(chunk_size, images.device, DEFAULT_CHUNK_SIZE)
     count, batch = masks.shape[0], images.shape[0]
     image_step = min(batch, chunk_size)
     row_step = max(1, chunk_size // image_step)

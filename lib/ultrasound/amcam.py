@@ -104,7 +104,7 @@ def seed_table(summary: pd.DataFrame, part: str = "interval", digits: int = 2,
                metrics_shown=None) -> pd.DataFrame:
     """A :func:`seed_means` summary as text cells, one row per method and one column per
     metric: ``part="interval"`` gives ``mean [low, high]``, ``"range"`` the seeds' range
-    ``min–max``; ``n/a`` where no image was scored."""
+    ``min–max``; ``n/a`` where no image was scored or the method has no such metric."""
     if metrics_shown is not None:
         summary = summary[summary["metric"].isin(list(metrics_shown))]
 
@@ -119,8 +119,8 @@ def seed_table(summary: pd.DataFrame, part: str = "interval", digits: int = 2,
         index="method", columns="metric", values="cell")
     order = list(dict.fromkeys(summary["method"]))
     columns = list(dict.fromkeys(summary["metric"]))
-    return table.loc[order, columns].rename(columns=compare.METRIC_LABELS).rename_axis(
-        columns=None)
+    return table.loc[order, columns].fillna("n/a").rename(
+        columns=compare.METRIC_LABELS).rename_axis(columns=None)
 
 
 MIXED = "mixed"  # no verdict shared by a strict majority of the seeds
@@ -229,7 +229,7 @@ def am_variant_story(factors: pd.DataFrame) -> dict:
 
 def pooled_curves(model, images, maps: dict, target, *, grid: int, steps: int,
                   baseline="blur", blur_sigma: float = 5.0, seed: int = 0,
-                  chunk_size: int = 64) -> dict:
+                  chunk_size: int | None = None) -> dict:
     """``{method: {mode: lib.kernels.metrics.Curves}}`` of the maps pooled to ``grid``, for
     ``lib.ultrasound.plots.plot_curves``; the curves' ends are scored once for all maps."""
     pooled = {method: references.pool_to_grid(values, grid) for method, values in maps.items()}
